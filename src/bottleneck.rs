@@ -1,0 +1,353 @@
+//! The information bottleneck layers on the PixelCNN++ output `v` (SPEC section 3).
+//!
+//! - `none`: `b(v) = v`.
+//! - `gd(p)`, Gaussian dropout: `y = v * eps`, `eps ~ N(1, sigma^2)` elementwise with
+//!   `sigma = sqrt(p / (1 - p))`; no parameters and no loss term. Evaluation: `y = v`.
+//! - `vb(beta)`, variational bottleneck: `v = [mu | rho]`, `s = softplus(rho)`,
+//!   `y = mu + s * n`; the loss adds `beta * sum KL(N(mu, s^2) || N(0, 1))`.
+//!   Evaluation: `y = mu`. The KL ("rate") is reported in both modes.
+//! - `aux[:w]`: no layer (`b(v) = v`); the hybrid adds an auxiliary decoder whose
+//!   negative log-likelihood enters the loss with weight `w` (Lucas & Verbeek 2018).
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+use crate::error::Error;
+use crate::ops::softplus;
+
+/// Which bottleneck sits on the autoregressive path, and its strength.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BottleneckSpec {
+    None,
+    /// Gaussian dropout with rate `0 <= rate < 1`.
+    Gd {
+        rate: f64,
+    },
+    /// Variational bottleneck with KL weight `beta >= 0`.
+    Vb {
+        beta: f64,
+    },
+    /// No bottleneck, plus an auxiliary decoder weighted by `weight >= 0`.
+    Aux {
+        weight: f64,
+    },
+}
+
+impl BottleneckSpec {
+    /// `none`, `gd`, `vb` or `aux`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gd { .. } => "gd",
+            Self::Vb { .. } => "vb",
+            Self::Aux { .. } => "aux",
+        }
+    }
+
+    /// The strength: the rate, beta, or aux weight (0 for `none`).
+    pub fn value(&self) -> f64 {
+        match *self {
+            Self::None => 0.0,
+            Self::Gd { rate } => rate,
+            Self::Vb { beta } => beta,
+            Self::Aux { weight } => weight,
+        }
+    }
+
+    /// Channels the PixelCNN++ must output for a bottleneck of `v_dim` dimensions
+    /// (`vb` needs a mean and a scale for each).
+    pub fn pixelcnn_channels(&self, v_dim: usize) -> usize {
+        match self {
+            Self::Vb { .. } => 2 * v_dim,
+            _ => v_dim,
+        }
+    }
+
+    /// The Gaussian dropout noise level `sigma = sqrt(p / (1 - p))`, if this is GD.
+    pub fn gd_sigma(&self) -> Option<f64> {
+        match *self {
+            Self::Gd { rate } => Some(crate::info::gd_sigma(rate)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BottleneckSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => write!(f, "none"),
+            _ => write!(f, "{}:{}", self.kind(), self.value()),
+        }
+    }
+}
+
+impl FromStr for BottleneckSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let (kind, value) = match s.trim().split_once(':') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
+            None => (s.trim().to_ascii_lowercase(), None),
+        };
+        let number = |what: &str| -> Result<f64, Error> {
+            let v = value.ok_or_else(|| {
+                Error::Config(format!(
+                    "bottleneck `{s}` needs a {what}, for example `{kind}:0.15`"
+                ))
+            })?;
+            let x: f64 = v.parse().map_err(|_| {
+                Error::Config(format!("bottleneck `{s}`: `{v}` is not a number ({what})"))
+            })?;
+            if !x.is_finite() {
+                return Err(Error::Config(format!(
+                    "bottleneck `{s}`: the {what} must be finite"
+                )));
+            }
+            Ok(x)
+        };
+        match kind.as_str() {
+            "none" if value.is_none() => Ok(Self::None),
+            "gd" => {
+                let rate = number("rate")?;
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(Error::Config(format!(
+                        "bottleneck `{s}`: the Gaussian dropout rate must be in [0, 1) \
+                         (sigma = sqrt(p / (1 - p)) is infinite at 1), got {rate}"
+                    )));
+                }
+                Ok(Self::Gd { rate })
+            }
+            "vb" => {
+                let beta = number("weight beta")?;
+                if beta < 0.0 {
+                    return Err(Error::Config(format!(
+                        "bottleneck `{s}`: beta must be at least 0, got {beta}"
+                    )));
+                }
+                Ok(Self::Vb { beta })
+            }
+            "aux" => {
+                let weight = if value.is_some() {
+                    number("weight")?
+                } else {
+                    1.0
+                };
+                if weight < 0.0 {
+                    return Err(Error::Config(format!(
+                        "bottleneck `{s}`: the auxiliary weight must be at least 0, got {weight}"
+                    )));
+                }
+                Ok(Self::Aux { weight })
+            }
+            _ => Err(Error::Config(format!(
+                "unknown bottleneck `{s}`: use none, gd:<rate in [0,1)>, vb:<beta >= 0> or \
+                 aux[:<weight>]"
+            ))),
+        }
+    }
+}
+
+impl serde::Serialize for BottleneckSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BottleneckSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The bottleneck's output: `b(v)` and the per-image rate in nats (`vb` only; zeros
+/// otherwise).
+#[derive(Debug, Clone)]
+pub struct BottleneckOutput {
+    /// `[B, v_dim, H, W]`
+    pub y: Tensor<4>,
+    /// `[B]`, nats
+    pub rate: Tensor<1>,
+}
+
+/// Applies the bottleneck to `v`. Noise is added only when `train` is true.
+///
+/// # Shapes
+/// - `v`: `[B, k * v_dim, H, W]` with `k = 2` for `vb` (`[mu | rho]`), else 1
+/// - returns `y`: `[B, v_dim, H, W]`, `rate`: `[B]`
+pub fn apply(spec: &BottleneckSpec, v: Tensor<4>, train: bool) -> BottleneckOutput {
+    let [batch, _, _, _] = v.dims();
+    let device = v.device();
+    let zero_rate = || Tensor::<1>::zeros([batch], &device);
+    match *spec {
+        BottleneckSpec::Gd { rate } if train && rate > 0.0 => {
+            let sigma = crate::info::gd_sigma(rate);
+            let eps = Tensor::<4>::random(v.shape(), Distribution::Normal(1.0, sigma), &device);
+            BottleneckOutput {
+                y: v * eps,
+                rate: zero_rate(),
+            }
+        }
+        BottleneckSpec::Vb { .. } => {
+            let [mu, rho] = chunk2(v);
+            let s = softplus(rho); // [B, v_dim, H, W]
+            let rate = vb_kl(mu.clone(), s.clone())
+                .sum_dim(3)
+                .sum_dim(2)
+                .sum_dim(1); // [B, 1, 1, 1]
+            let rate = rate.reshape([batch]);
+            let y = if train {
+                let n = Tensor::<4>::random(mu.shape(), Distribution::Normal(0.0, 1.0), &device);
+                mu + s * n
+            } else {
+                mu
+            };
+            BottleneckOutput { y, rate }
+        }
+        _ => BottleneckOutput {
+            y: v,
+            rate: zero_rate(),
+        },
+    }
+}
+
+/// `KL(N(mu, s^2) || N(0, 1)) = 0.5 (mu^2 + s^2 - 1) - log s`, elementwise.
+pub fn vb_kl(mu: Tensor<4>, s: Tensor<4>) -> Tensor<4> {
+    // s = softplus(rho) underflows to 0 for rho below about -104 in float32; the floor
+    // keeps log finite there (the KL is then huge, as it should be, not infinite).
+    let log_s = s.clone().clamp_min(1e-30).log();
+    (mu.powf_scalar(2.0) + s.powf_scalar(2.0) - 1.0) * 0.5 - log_s
+}
+
+/// Splits the channels of `t` into two equal halves.
+fn chunk2(t: Tensor<4>) -> [Tensor<4>; 2] {
+    let [_, c, _, _] = t.dims();
+    let half = c / 2;
+    [t.clone().narrow(1, 0, half), t.narrow(1, half, c - half)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_every_kind() {
+        for (s, want) in [
+            ("none", BottleneckSpec::None),
+            ("gd:0.15", BottleneckSpec::Gd { rate: 0.15 }),
+            ("GD:0", BottleneckSpec::Gd { rate: 0.0 }),
+            ("vb:0.02", BottleneckSpec::Vb { beta: 0.02 }),
+            ("aux", BottleneckSpec::Aux { weight: 1.0 }),
+            ("aux:0.5", BottleneckSpec::Aux { weight: 0.5 }),
+        ] {
+            let got: BottleneckSpec = s.parse().unwrap();
+            assert_eq!(got, want, "{s}");
+            assert_eq!(got.to_string().parse::<BottleneckSpec>().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn bad_strings_are_clear_errors() {
+        for (s, needle) in [
+            ("gd:1", "[0, 1)"),
+            ("gd:-0.1", "[0, 1)"),
+            ("gd:1.5", "[0, 1)"),
+            ("gd", "needs a rate"),
+            ("gd:abc", "not a number"),
+            ("vb:-0.1", "at least 0"),
+            ("vb:nan", "finite"),
+            ("aux:-1", "at least 0"),
+            ("dropout:0.1", "unknown bottleneck"),
+        ] {
+            let err = s.parse::<BottleneckSpec>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{s}: {err}");
+        }
+    }
+
+    fn values(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn gd_noise_has_mean_one_and_variance_p_over_one_minus_p() {
+        let device = crate::backend::cpu();
+        crate::backend::seed(&device, 1);
+        let rate = 0.3;
+        let ones = Tensor::<4>::ones([4, 10, 50, 50], &device);
+        let eps = values(apply(&BottleneckSpec::Gd { rate }, ones, true).y);
+        let n = eps.len() as f64;
+        let mean = eps.iter().map(|&e| e as f64).sum::<f64>() / n;
+        let var = eps.iter().map(|&e| (e as f64 - mean).powi(2)).sum::<f64>() / n;
+        let want = rate / (1.0 - rate);
+        // 100,000 draws: the standard error of the mean is sqrt(0.43 / 1e5) = 0.002.
+        assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
+        assert!((var - want).abs() < 0.02 * want, "var {var} vs {want}");
+    }
+
+    #[test]
+    fn gd_zero_and_evaluation_are_the_identity() {
+        let device = crate::backend::cpu();
+        let v = Tensor::<4>::random([2, 10, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+        let want = values(v.clone());
+        assert_eq!(
+            values(apply(&BottleneckSpec::Gd { rate: 0.0 }, v.clone(), true).y),
+            want
+        );
+        assert_eq!(
+            values(apply(&BottleneckSpec::Gd { rate: 0.5 }, v.clone(), false).y),
+            want
+        );
+        assert_eq!(values(apply(&BottleneckSpec::None, v, true).y), want);
+    }
+
+    #[test]
+    fn vb_rate_matches_the_closed_form_in_float64() {
+        let device = crate::backend::cpu();
+        // One image, v_dim = 2, one pixel: mu = (0.5, -1.2), rho = (0.3, -2.0).
+        let mu = [0.5f64, -1.2];
+        let rho = [0.3f64, -2.0];
+        let v = Tensor::<4>::from_data(
+            TensorData::new(
+                vec![mu[0] as f32, mu[1] as f32, rho[0] as f32, rho[1] as f32],
+                [1, 4, 1, 1],
+            ),
+            &device,
+        );
+        let out = apply(&BottleneckSpec::Vb { beta: 0.1 }, v, false);
+        let want: f64 = (0..2)
+            .map(|i| {
+                let s = (1.0 + rho[i].exp()).ln();
+                0.5 * (mu[i] * mu[i] + s * s - 1.0) - s.ln()
+            })
+            .sum();
+        let got: Vec<f32> = out.rate.into_data().try_into_vec::<f32>().unwrap();
+        assert!((got[0] as f64 - want).abs() < 1e-5, "{} vs {want}", got[0]);
+        // Evaluation returns the mean.
+        assert_eq!(values(out.y), vec![0.5, -1.2]);
+    }
+
+    #[test]
+    fn vb_training_noise_has_the_softplus_scale() {
+        let device = crate::backend::cpu();
+        crate::backend::seed(&device, 2);
+        // mu = 2, rho = 0 -> s = ln 2 for every element.
+        let mu = Tensor::<4>::ones([2, 5, 100, 100], &device) * 2.0;
+        let rho = Tensor::<4>::zeros([2, 5, 100, 100], &device);
+        let y = values(
+            apply(
+                &BottleneckSpec::Vb { beta: 1.0 },
+                Tensor::cat(vec![mu, rho], 1),
+                true,
+            )
+            .y,
+        );
+        let n = y.len() as f64;
+        let mean = y.iter().map(|&e| e as f64).sum::<f64>() / n;
+        let sd = (y.iter().map(|&e| (e as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!((mean - 2.0).abs() < 0.01, "{mean}");
+        assert!((sd - 2f64.ln()).abs() < 0.01, "{sd}");
+    }
+}

@@ -1,0 +1,208 @@
+//! The model's configuration: one value with the paper's defaults and the presets of the
+//! reference (SPEC section 9).
+
+use serde::{Deserialize, Serialize};
+
+use crate::bottleneck::BottleneckSpec;
+use crate::error::{Error, Result};
+
+/// Every size of the hybrid model. Field names follow the reference `hybrid_ref.py`
+/// (its `W` and `Wb` are `width` and `block_width`; both spellings are read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Bottleneck residual blocks in the encoder and in the decoder (paper: 7).
+    pub n_blocks: usize,
+    /// Width `W` of the encoder and decoder ResNets (paper: 512).
+    #[serde(alias = "W")]
+    pub width: usize,
+    /// Inner width `Wb` of a bottleneck block (paper: 128).
+    #[serde(alias = "Wb")]
+    pub block_width: usize,
+    /// Channels of the decoder's map `u` (paper: 256).
+    pub dec_out: usize,
+    /// Channels of the latent grid (paper: 16, on a 4x4 grid).
+    pub z_channels: usize,
+    /// Stride-2 steps between the image and the latent grid (32 -> 4 needs 3).
+    pub downsamples: usize,
+    /// Gated resnets per resolution in PixelCNN++ (paper: 5).
+    pub nr_resnet: usize,
+    /// Channels of PixelCNN++ (paper: 160).
+    pub nr_filters: usize,
+    /// Components of the discretised mixture of logistics (PixelCNN++: 10).
+    pub nr_mix: usize,
+    /// Dimensions per pixel of the bottlenecked PixelCNN++ output `v` (paper: 10).
+    pub v_dim: usize,
+    /// Hidden ELU units of the per-pixel mixing network (paper: 266 = dec_out + v_dim).
+    pub mix_hidden: usize,
+    /// Binary dropout inside the gated resnets (PixelCNN++: 0.5).
+    #[serde(default = "default_dropout")]
+    pub dropout_p: f64,
+    /// 3 for RGB, 1 for grey.
+    #[serde(default = "default_channels")]
+    pub image_channels: usize,
+    /// Height = width of the images.
+    #[serde(default = "default_size")]
+    pub image_size: usize,
+    /// The layer on the autoregressive path.
+    #[serde(default = "default_bottleneck")]
+    pub bottleneck: BottleneckSpec,
+}
+
+fn default_dropout() -> f64 {
+    0.5
+}
+fn default_channels() -> usize {
+    3
+}
+fn default_size() -> usize {
+    32
+}
+fn default_bottleneck() -> BottleneckSpec {
+    BottleneckSpec::None
+}
+
+/// The preset names, smallest first.
+pub const PRESETS: [&str; 3] = ["tiny", "small", "paper"];
+
+impl ModelConfig {
+    /// The paper's model (Appendix B): 81,887,662 parameters with `gd`.
+    pub fn paper() -> Self {
+        Self {
+            n_blocks: 7,
+            width: 512,
+            block_width: 128,
+            dec_out: 256,
+            z_channels: 16,
+            downsamples: 3,
+            nr_resnet: 5,
+            nr_filters: 160,
+            nr_mix: 10,
+            v_dim: 10,
+            mix_hidden: 266,
+            dropout_p: 0.5,
+            image_channels: 3,
+            image_size: 32,
+            bottleneck: BottleneckSpec::None,
+        }
+    }
+
+    /// A CPU-sized model (978,030 parameters with `gd`).
+    pub fn small() -> Self {
+        Self {
+            n_blocks: 2,
+            width: 64,
+            block_width: 32,
+            dec_out: 32,
+            nr_resnet: 1,
+            nr_filters: 32,
+            mix_hidden: 42,
+            ..Self::paper()
+        }
+    }
+
+    /// A test-sized model (63,222 parameters with `gd`).
+    pub fn tiny() -> Self {
+        Self {
+            n_blocks: 1,
+            width: 16,
+            block_width: 8,
+            dec_out: 8,
+            z_channels: 4,
+            nr_resnet: 1,
+            nr_filters: 8,
+            mix_hidden: 18,
+            ..Self::paper()
+        }
+    }
+
+    /// The preset called `name`.
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "paper" => Ok(Self::paper()),
+            "small" => Ok(Self::small()),
+            "tiny" => Ok(Self::tiny()),
+            _ => Err(Error::Config(format!(
+                "unknown preset `{name}`: use one of {}",
+                PRESETS.join(", ")
+            ))),
+        }
+    }
+
+    /// The batch size the reference uses with each preset.
+    pub fn preset_batch(name: &str) -> Result<usize> {
+        match name {
+            "paper" => Ok(32),
+            "small" => Ok(16),
+            "tiny" => Ok(4),
+            _ => Err(Error::Config(format!("unknown preset `{name}`"))),
+        }
+    }
+
+    pub fn with_bottleneck(self, bottleneck: BottleneckSpec) -> Self {
+        Self { bottleneck, ..self }
+    }
+
+    /// Shapes the images of a data set into this config.
+    pub fn with_images(self, channels: usize, size: usize) -> Self {
+        Self {
+            image_channels: channels,
+            image_size: size,
+            ..self
+        }
+    }
+
+    /// Sub-pixels per image, `D = C * H * W`.
+    pub fn dims(&self) -> usize {
+        self.image_channels * self.image_size * self.image_size
+    }
+
+    /// The side of the latent grid.
+    pub fn latent_size(&self) -> usize {
+        self.image_size >> self.downsamples
+    }
+
+    /// Checks that the sizes fit together.
+    pub fn validate(&self) -> Result<()> {
+        if self.image_channels != 1 && self.image_channels != 3 {
+            return Err(Error::Config(format!(
+                "images must have 1 or 3 channels, not {}",
+                self.image_channels
+            )));
+        }
+        let step = 1usize << self.downsamples;
+        if self.image_size == 0
+            || !self.image_size.is_multiple_of(step)
+            || !self.image_size.is_multiple_of(4)
+        {
+            return Err(Error::Config(format!(
+                "image size {} does not fit the model: it must be divisible by 4 (PixelCNN++'s \
+                 three resolutions) and by 2^downsamples = {step}; for 28x28 images use \
+                 downsamples = 2 (--downsamples 2)",
+                self.image_size
+            )));
+        }
+        let positive = [
+            ("n_blocks", self.n_blocks.max(1)),
+            ("width", self.width),
+            ("block_width", self.block_width),
+            ("dec_out", self.dec_out),
+            ("z_channels", self.z_channels),
+            ("downsamples", self.downsamples),
+            ("nr_resnet", self.nr_resnet),
+            ("nr_filters", self.nr_filters),
+            ("nr_mix", self.nr_mix),
+            ("v_dim", self.v_dim),
+            ("mix_hidden", self.mix_hidden),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::Config(format!("{name} must be positive")));
+        }
+        if !(0.0..1.0).contains(&self.dropout_p) {
+            return Err(Error::Config(format!(
+                "dropout_p must be in [0, 1), got {}",
+                self.dropout_p
+            )));
+        }
+        Ok(())
+    }
+}

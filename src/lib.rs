@@ -1,0 +1,32 @@
+//! ibvae: information bottlenecks in hybrid VAE + PixelCNN++ image models.
+//!
+//! The system of Rey & Mnih, "Gaussian dropout as an information bottleneck layer"
+//! (NeurIPS 2021 Bayesian Deep Learning workshop): a VAE whose decoder is also
+//! autoregressive (PixelCNN++), with an information bottleneck (Gaussian dropout or a
+//! variational bottleneck) on the autoregressive path, so that the latents must carry
+//! the global content of the image.
+//!
+//! Modules follow the model's parts:
+//! - [`bottleneck`]: the GD and VB layers (and the `none` / `aux` baselines' specs)
+//! - [`dmol`]: the discretised mixture of logistics
+//! - [`info`]: Theorem 1, the GD information bound, and the exact mutual information
+//! - [`data`]: CIFAR-10 and IDX readers, download, batching
+//! - [`units`]: bits per dimension
+//! - [`backend`]: the one place that names a backend
+
+pub mod backend;
+pub mod bottleneck;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod dmol;
+pub mod error;
+pub mod hybrid;
+pub mod info;
+pub mod nn;
+pub mod ops;
+pub mod pixelcnn;
+pub mod units;
+pub mod vae;
+
+pub use error::{Error, Result};
