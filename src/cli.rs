@@ -4,8 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use burn::module::Module;
+
+use crate::config::ModelConfig;
 use crate::data::{self, download};
 use crate::error::{Error, Result};
+use crate::hybrid::{self, Hybrid};
 use crate::info::{self, BoundReport};
 
 /// Information bottlenecks in hybrid VAE + PixelCNN++ image models (Rey & Mnih 2021).
@@ -22,6 +26,35 @@ pub enum Command {
     Download(DownloadArgs),
     /// Theorem 1: the GD information bound against the exact mutual information.
     InfoBound(InfoBoundArgs),
+    /// Parameter count of a preset, per part; the last line is `params N`.
+    Params(ParamsArgs),
+    /// Rerun a `hybrid_ref.py export` file and compare every tensor with the reference.
+    VerifyTorch(VerifyTorchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyTorchArgs {
+    /// A file written by `python hybrid_ref.py export`.
+    pub file: PathBuf,
+    /// Print one JSON object (per-image figures and the largest relative errors).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ParamsArgs {
+    /// Model size: tiny, small or paper.
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// Bottleneck: none, gd:<rate>, vb:<beta> or aux[:<weight>].
+    #[arg(long, default_value = "gd:0.15")]
+    pub bottleneck: String,
+    /// Image channels (3 for RGB, 1 for grey).
+    #[arg(long, default_value_t = 3)]
+    pub channels: usize,
+    /// Image height = width.
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +90,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Download(args) => run_download(args),
         Command::InfoBound(args) => run_info_bound(args),
+        Command::Params(args) => run_params(args),
+        Command::VerifyTorch(args) => run_verify_torch(args),
     }
 }
 
@@ -133,4 +168,60 @@ fn run_info_bound(args: InfoBoundArgs) -> Result<()> {
          channel's does)"
     );
     Ok(())
+}
+
+fn run_params(args: ParamsArgs) -> Result<()> {
+    let config = ModelConfig::preset(&args.preset)?
+        .with_bottleneck(args.bottleneck.parse()?)
+        .with_images(args.channels, args.size);
+    // Only shapes are needed: build on the CPU.
+    let model = Hybrid::new(&config, &crate::backend::cpu())?;
+    for (part, n) in hybrid::param_counts(&model) {
+        println!("{part:10} {n:>12}");
+    }
+    println!(
+        "preset {} bottleneck {} channels {} size {}",
+        args.preset, config.bottleneck, args.channels, args.size
+    );
+    println!("params {}", model.num_params());
+    Ok(())
+}
+
+fn run_verify_torch(args: VerifyTorchArgs) -> Result<()> {
+    let v = crate::torch::verify(&args.file, &crate::backend::cpu())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("report serialises")
+        );
+    } else {
+        println!("{:<14} {:>14}", "tensor", "max rel error");
+        for (name, err) in &v.max_rel_error {
+            let flag = if *err <= v.tolerance { "" } else { "  FAIL" };
+            println!("{name:<14} {err:>14.3e}{flag}");
+        }
+        println!(
+            "negative ELBO per image (bits/dim): {}",
+            v.per_image["elbo_bpd"]
+                .iter()
+                .map(|x| format!("{x:.5}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    if v.ok {
+        if !args.json {
+            println!(
+                "ok: every tensor within {:.0e} of the reference",
+                v.tolerance
+            );
+        }
+        Ok(())
+    } else {
+        Err(Error::Checkpoint(format!(
+            "{} differs from ibvae by more than {:.0e} (relative) in at least one tensor",
+            args.file.display(),
+            v.tolerance
+        )))
+    }
 }

@@ -21,11 +21,14 @@ pub mod config;
 pub mod data;
 pub mod dmol;
 pub mod error;
+pub mod fsutil;
 pub mod hybrid;
 pub mod info;
 pub mod nn;
 pub mod ops;
+pub mod params;
 pub mod pixelcnn;
+pub mod torch;
 pub mod units;
 pub mod vae;
 

@@ -1,0 +1,258 @@
+//! Files written by the reference's `hybrid_ref.py export` (format in
+//! `shared/reference/README.md`): PyTorch `state_dict` weights, the input images and
+//! `z` noise, and every intermediate result of one evaluation-mode forward pass.
+//! `verify` reruns that pass here and compares; `import` turns the weights into a run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::prelude::*;
+
+use crate::bottleneck::BottleneckSpec;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::hybrid::Hybrid;
+use crate::nn::Mode;
+use crate::params::{Stored, TensorFile, load_weights};
+use crate::units::bits_per_dim;
+
+/// The metadata `schema` of a reference export.
+pub const SCHEMA: &str = "hybrid_ref-export-1";
+/// The largest relative error `verify` accepts per tensor (float32 against float32 with
+/// another summation order; the files' own `f32_vs_f64` figures are about 1e-7 for
+/// activations and 3e-6 for `log_prob`).
+pub const TOLERANCE: f64 = 1e-4;
+
+/// A reference export: its model configuration and its tensors.
+pub struct Export {
+    pub config: ModelConfig,
+    pub preset: String,
+    pub file: TensorFile,
+}
+
+impl Export {
+    pub fn read(path: &Path) -> Result<Self> {
+        let file = TensorFile::read(path)?;
+        let meta = |key: &str| {
+            file.metadata.get(key).cloned().ok_or_else(|| {
+                Error::Checkpoint(format!(
+                    "{}: no `{key}` in the metadata; is this a file written by \
+                     `hybrid_ref.py export`?",
+                    path.display()
+                ))
+            })
+        };
+        let schema = meta("schema")?;
+        if schema != SCHEMA {
+            return Err(Error::Checkpoint(format!(
+                "{}: schema `{schema}`, expected `{SCHEMA}`",
+                path.display()
+            )));
+        }
+        let mut config: ModelConfig = serde_json::from_str(&meta("config")?).map_err(|e| {
+            Error::Checkpoint(format!(
+                "{}: unreadable `config` metadata: {e}",
+                path.display()
+            ))
+        })?;
+        config.bottleneck = meta("bottleneck")?.parse::<BottleneckSpec>()?;
+        config.validate()?;
+        Ok(Self {
+            config,
+            preset: meta("preset")?,
+            file,
+        })
+    }
+
+    /// A model with the export's weights.
+    pub fn model(&self, origin: &str, device: &Device) -> Result<Hybrid> {
+        let mut model = Hybrid::new(&self.config, device)?;
+        load_weights(
+            &mut model,
+            &self.file,
+            origin,
+            &["input.", "expect."],
+            device,
+        )?;
+        Ok(model)
+    }
+
+    fn tensor(&self, name: &str) -> Result<&Stored> {
+        self.file
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::Checkpoint(format!("the export has no tensor `{name}`")))
+    }
+}
+
+/// The outcome of `verify`: ibvae's per-image figures and the largest relative error
+/// of each compared tensor.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    pub per_image: BTreeMap<String, Vec<f64>>,
+    pub max_rel_error: BTreeMap<String, f64>,
+    pub tolerance: f64,
+    pub ok: bool,
+}
+
+/// `max |got - want| / max |want|` (absolute when `want` is all zeros).
+pub fn max_rel_error(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "compared tensors have the same size");
+    let scale = want.iter().map(|w| (*w as f64).abs()).fold(0.0, f64::max);
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - *w as f64).abs())
+        .fold(0.0, f64::max);
+    if scale > 0.0 { diff / scale } else { diff }
+}
+
+/// Reruns the export's forward pass and compares every `expect.*` tensor it can.
+pub fn verify(path: &Path, device: &Device) -> Result<Verification> {
+    let export = Export::read(path)?;
+    let model = export.model(&path.display().to_string(), device)?;
+    let x = export.tensor("input.x")?;
+    let [n, c, h, w]: [usize; 4] = x
+        .shape()
+        .try_into()
+        .map_err(|_| Error::Checkpoint("`input.x` is not [n, C, H, W]".into()))?;
+    let bytes: Vec<u8> = match x {
+        Stored::U8 { data, .. } => data.clone(),
+        Stored::F32 { .. } => {
+            return Err(Error::Checkpoint("`input.x` should hold bytes (U8)".into()));
+        }
+    };
+    let x = crate::data::images_to_tensor(&bytes, [n, c, h, w], device);
+    let z_noise = export.tensor("input.z_noise")?.to_tensor::<4>(device);
+    let out = model.forward_outputs(x, Some(z_noise), Mode::Eval);
+    let dims = export.config.dims();
+    let t = &out.terms;
+    let nelbo: Vec<f32> = host(t.nelbo.clone());
+    let elbo_bpd: Vec<f32> = nelbo
+        .iter()
+        .map(|v| bits_per_dim(*v as f64, dims) as f32)
+        .collect();
+    let mut got: Vec<(&str, Vec<f32>)> = vec![
+        ("mean", host(out.mean)),
+        ("logvar", host(out.logvar)),
+        ("z", host(out.z)),
+        ("u", host(out.u)),
+        ("v", host(out.v)),
+        ("params", host(out.params)),
+        ("log_prob", host(out.log_prob)),
+        ("recon", host(t.recon.clone())),
+        ("kl", host(t.kl.clone())),
+        ("vb_rate", host(t.vb_rate.clone())),
+        ("aux_nll", host(t.aux_nll.clone())),
+        ("loss", host(t.loss.clone())),
+        ("elbo_bpd", elbo_bpd.clone()),
+    ];
+    if let (Some(p), Some(lp)) = (out.aux_params, out.aux_log_prob) {
+        got.push(("aux_params", host(p)));
+        got.push(("aux_log_prob", host(lp)));
+    }
+    let mut max_rel = BTreeMap::new();
+    for (name, values) in &got {
+        let key = format!("expect.{name}");
+        if let Some(want) = export.file.tensors.get(&key) {
+            let want = want.to_f32();
+            if want.len() != values.len() {
+                return Err(Error::Checkpoint(format!(
+                    "`{key}` has {} values, ibvae computed {}",
+                    want.len(),
+                    values.len()
+                )));
+            }
+            max_rel.insert(name.to_string(), max_rel_error(values, &want));
+        }
+    }
+    let as_f64 = |v: &[f32]| v.iter().map(|x| *x as f64).collect::<Vec<f64>>();
+    let mut per_image = BTreeMap::new();
+    for name in ["recon", "kl", "vb_rate"] {
+        let v = &got
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("computed above")
+            .1;
+        per_image.insert(name.to_string(), as_f64(v));
+    }
+    per_image.insert("elbo_bpd".to_string(), as_f64(&elbo_bpd));
+    let ok = max_rel.values().all(|e| *e <= TOLERANCE);
+    Ok(Verification {
+        per_image,
+        max_rel_error: max_rel,
+        tolerance: TOLERANCE,
+        ok,
+    })
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("a float tensor converts to f32")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/reference/fixtures")
+            .join(name)
+    }
+
+    fn check(name: &str) {
+        let path = fixture(name);
+        if !path.exists() {
+            eprintln!("skipping: {} not present", path.display());
+            return;
+        }
+        let v = verify(&path, &crate::backend::cpu()).unwrap();
+        for key in [
+            "mean", "u", "v", "params", "log_prob", "recon", "kl", "vb_rate", "elbo_bpd",
+        ] {
+            assert!(v.max_rel_error.contains_key(key), "{key} was not compared");
+        }
+        assert!(v.ok, "{name}: {:?}", v.max_rel_error);
+    }
+
+    #[test]
+    fn tiny_gd_fixture_matches_the_reference() {
+        check("tiny_gd.safetensors");
+    }
+
+    #[test]
+    fn tiny_vb_fixture_matches_the_reference() {
+        check("tiny_vb.safetensors");
+    }
+
+    #[test]
+    fn another_architecture_is_refused_by_name() {
+        let path = fixture("tiny_gd.safetensors");
+        if !path.exists() {
+            return;
+        }
+        let export = Export::read(&path).unwrap();
+        let device = crate::backend::cpu();
+        let mut other = Hybrid::new(
+            &ModelConfig::tiny().with_bottleneck(BottleneckSpec::Vb { beta: 0.1 }),
+            &device,
+        )
+        .unwrap();
+        let err = load_weights(
+            &mut other,
+            &export.file,
+            "tiny_gd",
+            &["input.", "expect."],
+            &device,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("pixelcnn.nin_out.V") && err.contains("shape"),
+            "{err}"
+        );
+    }
+}
