@@ -148,3 +148,83 @@ impl PixelCnnPp {
 fn last(list: &[Tensor<4>]) -> Tensor<4> {
     list.last().expect("non-empty activation list").clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// Changing pixel `j` (all channels) must leave the output unchanged at every pixel
+    /// at or before `j` in raster order and change some later pixel, for every `j` of a
+    /// 32x32 image (tiny preset's PixelCNN++, evaluation mode).
+    fn causality(channels: usize, size: usize, pixels: &[usize]) {
+        let device = crate::backend::cpu();
+        crate::backend::seed(&device, 11);
+        let net = PixelCnnPp::new(channels, 10, 1, 8, 8, 0.5, &device);
+        let levels = Tensor::<4>::random(
+            [1, channels, size, size],
+            Distribution::Uniform(0.0, 255.0),
+            &device,
+        )
+        .round()
+            / 127.5
+            - 1.0;
+        let h = Tensor::<4>::random([1, 8, size, size], Distribution::Normal(0.0, 1.0), &device);
+        let base: Vec<f32> = net
+            .forward(levels.clone(), &h, Mode::Eval)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let x0: Vec<f32> = levels.into_data().try_into_vec::<f32>().unwrap();
+        let n = size * size;
+        for chunk in pixels.chunks(128) {
+            let b = chunk.len();
+            let mut xs = Vec::with_capacity(b * x0.len());
+            for &j in chunk {
+                let mut x = x0.clone();
+                for c in 0..channels {
+                    let v = &mut x[c * n + j];
+                    // Move to another level, staying in [-1, 1].
+                    *v = if *v > 0.0 { *v - 1.0 } else { *v + 1.0 };
+                }
+                xs.extend(x);
+            }
+            let xs =
+                Tensor::<4>::from_data(TensorData::new(xs, [b, channels, size, size]), &device);
+            let hb = h.clone().expand([b, 8, size, size]);
+            let out: Vec<f32> = net
+                .forward(xs, &hb, Mode::Eval)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap();
+            let per = 10 * n;
+            for (i, &j) in chunk.iter().enumerate() {
+                let changed =
+                    |p: usize| (0..10).any(|c| out[i * per + c * n + p] != base[c * n + p]);
+                let before = (0..=j).find(|&p| changed(p));
+                assert!(
+                    before.is_none(),
+                    "changing pixel {j} changed the output at {before:?}"
+                );
+                if j + 1 < n {
+                    assert!(
+                        (j + 1..n).any(changed),
+                        "changing pixel {j} changed no later pixel"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn output_at_pixel_j_depends_only_on_earlier_pixels_rgb_every_pixel() {
+        let all: Vec<usize> = (0..32 * 32).collect();
+        causality(3, 32, &all);
+    }
+
+    #[test]
+    fn output_at_pixel_j_depends_only_on_earlier_pixels_one_channel_28() {
+        let some: Vec<usize> = (0..28 * 28).step_by(7).chain([27, 28, 783]).collect();
+        causality(1, 28, &some);
+    }
+}

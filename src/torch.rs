@@ -229,6 +229,23 @@ mod tests {
     }
 
     #[test]
+    fn own_exports_match_the_reference() {
+        // small preset with gd, the aux baseline, and a one-channel model.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for name in [
+            "small_gd.safetensors",
+            "tiny_aux.safetensors",
+            "tiny_gray_gd.safetensors",
+        ] {
+            let v = verify(&dir.join(name), &crate::backend::cpu()).unwrap();
+            assert!(v.ok, "{name}: {:?}", v.max_rel_error);
+            if name == "tiny_aux.safetensors" {
+                assert!(v.max_rel_error.contains_key("aux_log_prob"));
+            }
+        }
+    }
+
+    #[test]
     fn another_architecture_is_refused_by_name() {
         let path = fixture("tiny_gd.safetensors");
         if !path.exists() {
