@@ -124,6 +124,13 @@ impl Hybrid {
         })
     }
 
+    /// The shape of `z` for `batch` images of side `size`.
+    pub fn latent_shape(&self, batch: usize, size: usize) -> [usize; 4] {
+        let z = self.decoder.input.weight.dims()[1];
+        let s = size >> self.encoder.downs.len();
+        [batch, z, s, s]
+    }
+
     /// DMoL parameters for image `x` given the decoder's map `u`, the bottleneck's
     /// per-image rate, and the PixelCNN++ output `v`.
     ///
