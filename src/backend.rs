@@ -49,24 +49,17 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
 
 #[cfg(feature = "vulkan")]
 fn vulkan() -> Result<Device> {
-    // Without a usable adapter, Burn's wgpu runtime panics on its own thread and the
-    // caller sees a `RecvError` panic. Run one tiny operation with the panic message
-    // silenced, and turn a failure into an error that says what to do.
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let probe = std::panic::catch_unwind(|| {
-        let device = Device::vulkan(Default::default());
-        let _ = Tensor::<1>::zeros([1], &device).into_data();
-        device
-    });
-    std::panic::set_hook(previous);
-    probe.map_err(|_| {
-        Error::Device(
+    use burn::tensor::DeviceType;
+    // `Device::vulkan` never fails itself; without an adapter the first tensor operation
+    // panics on Burn's runtime thread. Ask for the adapters first.
+    if Device::enumerate(DeviceType::Vulkan).is_empty() {
+        return Err(Error::Device(
             "no Vulkan GPU was found: install the GPU driver and the Vulkan loader \
              (libvulkan1), or run with --device cpu"
                 .into(),
-        )
-    })
+        ));
+    }
+    Ok(Device::vulkan(Default::default()))
 }
 
 #[cfg(not(feature = "vulkan"))]

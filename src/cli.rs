@@ -6,11 +6,16 @@ use clap::{Args, Parser, Subcommand};
 
 use burn::module::Module;
 
-use crate::config::ModelConfig;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::{ExperimentConfig, ModelConfig, TrainConfig};
 use crate::data::{self, download};
 use crate::error::{Error, Result};
 use crate::hybrid::{self, Hybrid};
 use crate::info::{self, BoundReport};
+use crate::run::RunDir;
+use crate::train::{Session, StartMode, prepare_run};
 
 /// Information bottlenecks in hybrid VAE + PixelCNN++ image models (Rey & Mnih 2021).
 #[derive(Debug, Parser)]
@@ -22,6 +27,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train a hybrid model (the main job); resumable, checkpointed, evaluated each epoch.
+    Train(Box<TrainArgs>),
+    /// Evaluate a run on the whole test set: negative ELBO, KL, recon, rate, GD bound.
+    Eval(EvalArgs),
     /// Fetch CIFAR-10 (binary version), check its MD5 and unpack it into the data directory.
     Download(DownloadArgs),
     /// Theorem 1: the GD information bound against the exact mutual information.
@@ -58,6 +67,96 @@ pub struct ParamsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Model size: tiny, small or paper.
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// Bottleneck: none, gd:<rate in [0,1)>, vb:<beta> or aux[:<weight>].
+    #[arg(long, default_value = "gd:0.15")]
+    pub bottleneck: String,
+    /// Data directory (CIFAR-10 binary or IDX files) [default: $IBVAE_DATA, else
+    /// ~/.cache/ibvae/cifar10].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run directory [default: runs/<preset>-<bottleneck>].
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Passes over the training set [default: 350, the paper's].
+    #[arg(long, conflicts_with = "steps")]
+    pub epochs: Option<u64>,
+    /// Optimizer steps, instead of epochs.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Images per step [default: the preset's: tiny 4, small 16, paper 32].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Learning rate at the first step [default: 1e-4] ...
+    #[arg(long)]
+    pub lr_start: Option<f64>,
+    /// ... annealed exponentially to this at the last step [default: 4e-6].
+    #[arg(long)]
+    pub lr_end: Option<f64>,
+    /// Seed of the initialisation, the data order and all noise [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Also evaluate on the test set every N steps (always at each epoch's end).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Evaluate on the first N test images during training [default: all].
+    #[arg(long)]
+    pub eval_images: Option<usize>,
+    /// Checkpoint at least every N minutes, besides each epoch's end [default: 10].
+    #[arg(long)]
+    pub checkpoint_minutes: Option<f64>,
+    /// Keep a Polyak average of the weights with this decay and evaluate with it.
+    #[arg(long)]
+    pub ema_decay: Option<f64>,
+    /// Stride-2 steps to the latent grid [default: the preset's 3; use 2 for 28x28 images].
+    #[arg(long)]
+    pub downsamples: Option<usize>,
+    /// Continue the run in --run from its checkpoint.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Delete what --run holds and start over.
+    #[arg(long)]
+    pub force: bool,
+    /// cpu, or vulkan for an NVIDIA/AMD GPU (a build with --features vulkan).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Stop with a checkpoint after N steps of this session (the run stays resumable).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run directory (written by `ibvae train` or `ibvae import-torch`).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Data directory [default: the one the run was trained on].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Latent samples per image for the importance-weighted NLL bound (1 = ELBO only).
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
+    /// Images per batch [default: the run's evaluation batch].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// cpu or vulkan.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DownloadArgs {
     /// Data directory [default: $IBVAE_DATA, else ~/.cache/ibvae/cifar10].
     #[arg(long, visible_alias = "data")]
@@ -88,6 +187,8 @@ pub struct InfoBoundArgs {
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train(args) => run_train(*args),
+        Command::Eval(args) => run_eval(args),
         Command::Download(args) => run_download(args),
         Command::InfoBound(args) => run_info_bound(args),
         Command::Params(args) => run_params(args),
@@ -224,4 +325,220 @@ fn run_verify_torch(args: VerifyTorchArgs) -> Result<()> {
             v.tolerance
         )))
     }
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        Some(0) => Err(Error::Config("--threads must be at least 1".into())),
+        Some(t) => crate::backend::set_threads(t),
+        None => Ok(()),
+    }
+}
+
+/// The settings of a new run from the flags.
+fn experiment_from_flags(args: &TrainArgs, data: PathBuf) -> Result<ExperimentConfig> {
+    let mut model = ModelConfig::preset(&args.preset)?.with_bottleneck(args.bottleneck.parse()?);
+    if let Some(d) = args.downsamples {
+        model.downsamples = d;
+    }
+    let mut train = TrainConfig::for_preset(&args.preset, data)?;
+    if let Some(e) = args.epochs {
+        train.epochs = e;
+    }
+    train.steps = args.steps;
+    if let Some(b) = args.batch {
+        train.batch = b;
+        train.eval_batch = 4 * b;
+    }
+    if let Some(v) = args.lr_start {
+        train.lr_start = v;
+    }
+    if let Some(v) = args.lr_end {
+        train.lr_end = v;
+    }
+    if let Some(v) = args.seed {
+        train.seed = v;
+    }
+    train.eval_every = args.eval_every;
+    train.eval_images = args.eval_images;
+    if let Some(v) = args.checkpoint_minutes {
+        train.checkpoint_minutes = v;
+    }
+    train.ema_decay = args.ema_decay;
+    train.validate()?;
+    Ok(ExperimentConfig {
+        preset: args.preset.clone(),
+        model,
+        train,
+    })
+}
+
+/// Whether any flag that defines the experiment was given (resuming takes none).
+fn experiment_flags_given(args: &TrainArgs) -> bool {
+    args.epochs.is_some()
+        || args.steps.is_some()
+        || args.batch.is_some()
+        || args.lr_start.is_some()
+        || args.lr_end.is_some()
+        || args.seed.is_some()
+        || args.eval_every.is_some()
+        || args.eval_images.is_some()
+        || args.checkpoint_minutes.is_some()
+        || args.ema_decay.is_some()
+        || args.downsamples.is_some()
+        || args.data.is_some()
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    set_threads(args.threads)?;
+    let device = crate::backend::device(args.device.parse()?)?;
+    let run_path = args.run.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "{}-{}",
+            args.preset,
+            args.bottleneck.replace(':', "")
+        ))
+    });
+    let run = RunDir::new(&run_path);
+    let start = if args.force {
+        StartMode::Force
+    } else if args.resume {
+        StartMode::Resume
+    } else {
+        StartMode::New
+    };
+    // Resuming a run with no flags continues it exactly as configured.
+    let saved = start == StartMode::Resume && run.has_config() && !experiment_flags_given(&args);
+    let mut config = if saved {
+        run.read_config()?
+    } else {
+        experiment_from_flags(
+            &args,
+            args.data.clone().unwrap_or_else(data::default_data_dir),
+        )?
+    };
+    let data = data::load(&config.train.data)?;
+    if !saved {
+        // The model takes the data's image shape.
+        config.model = config
+            .model
+            .with_images(data.test.channels, data.test.height);
+        config.model.validate().map_err(|e| {
+            Error::Config(format!(
+                "the {}x{} images in {} do not fit preset {}: {e}",
+                data.test.height,
+                data.test.width,
+                config.train.data.display(),
+                config.preset
+            ))
+        })?;
+    }
+    let config = prepare_run(&run, config, start)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while the checkpoint is written exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
+            );
+        });
+    }
+    let n_train = data.train.len();
+    eprintln!(
+        "run {}: preset {} bottleneck {} ({} parameters), {} training and {} test images, \
+         {} steps of {} ({} per epoch)",
+        run.path.display(),
+        config.preset,
+        config.model.bottleneck,
+        Hybrid::new(&config.model, &crate::backend::cpu())?.num_params(),
+        n_train,
+        data.test.len(),
+        config.train.total_steps(n_train),
+        config.train.batch,
+        config.train.steps_per_epoch(n_train)
+    );
+    let session = Session {
+        device,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        stop,
+        max_session_steps: args.stop_after,
+    };
+    let outcome = crate::train::train(&run, &config, &data, &session)?;
+    if outcome.interrupted {
+        println!(
+            "stopped at step {}; resume with: ibvae train --run {} --resume",
+            outcome.state.step,
+            run.path.display()
+        );
+        return Ok(());
+    }
+    match (&outcome.last_eval, outcome.state.finished) {
+        (Some(e), _) => {
+            println!(
+                "finished {} steps in {:.0} s",
+                outcome.state.step, outcome.state.elapsed_s
+            );
+            for line in e.lines(&config.model.bottleneck) {
+                println!("{line}");
+            }
+        }
+        (None, true) => println!(
+            "the run in {} has already done its {} steps; see metrics.jsonl, or `ibvae eval --run {}`",
+            run.path.display(),
+            outcome.state.step,
+            run.path.display()
+        ),
+        (None, false) => {}
+    }
+    println!("run directory: {}", run.path.display());
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    set_threads(args.threads)?;
+    if args.samples == 0 {
+        return Err(Error::Config("--samples must be at least 1".into()));
+    }
+    let device = crate::backend::device(args.device.parse()?)?;
+    let (config, model) = crate::run::load_for_inference(&args.run, &device)?;
+    let data_dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| config.train.data.clone());
+    let data = data::load(&data_dir)?;
+    let mut checked = config.clone();
+    checked.train.data = data_dir.clone();
+    crate::train::check_images_fit(&checked, &data)?;
+    let batch = args.batch.unwrap_or(config.train.eval_batch);
+    let report = crate::evaluate::evaluate(
+        &model,
+        &data.test,
+        None,
+        batch,
+        config.train.seed,
+        args.samples,
+        &device,
+    );
+    let run = RunDir::new(&args.run);
+    let text = serde_json::to_string_pretty(&report).expect("reports serialise");
+    crate::fsutil::write_atomic_str(&run.eval_path(), &(text.clone() + "\n"))?;
+    if args.json {
+        println!("{text}");
+    } else {
+        println!(
+            "run {} ({}, {})",
+            args.run.display(),
+            config.preset,
+            config.model.bottleneck
+        );
+        for line in report.lines(&config.model.bottleneck) {
+            println!("{line}");
+        }
+        println!("wrote {}", run.eval_path().display());
+    }
+    Ok(())
 }

@@ -263,8 +263,7 @@ impl TrainConfig {
 
     /// Optimizer steps in the whole run for a training set of `n` images.
     pub fn total_steps(&self, n: usize) -> u64 {
-        self.steps
-            .unwrap_or(self.epochs * self.steps_per_epoch(n))
+        self.steps.unwrap_or(self.epochs * self.steps_per_epoch(n))
     }
 
     /// Steps per pass over `n` images (the last batch may be partial).
@@ -277,7 +276,9 @@ impl TrainConfig {
             return Err(Error::Config("batch sizes must be positive".into()));
         }
         if self.steps == Some(0) || (self.steps.is_none() && self.epochs == 0) {
-            return Err(Error::Config("the run needs at least one step (--epochs or --steps)".into()));
+            return Err(Error::Config(
+                "the run needs at least one step (--epochs or --steps)".into(),
+            ));
         }
         if !(self.lr_start > 0.0 && self.lr_end > 0.0) {
             return Err(Error::Config(format!(
@@ -288,7 +289,9 @@ impl TrainConfig {
         if let Some(d) = self.ema_decay
             && !(0.0..1.0).contains(&d)
         {
-            return Err(Error::Config(format!("--ema-decay must be in [0, 1), got {d}")));
+            return Err(Error::Config(format!(
+                "--ema-decay must be in [0, 1), got {d}"
+            )));
         }
         Ok(())
     }

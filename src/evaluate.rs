@@ -106,7 +106,10 @@ pub fn evaluate(
     }
     let per_image = |s: f64| bits_per_dim(s / n as f64, dims);
     let gd_bound = gd_sigma.map(|sigma| {
-        let per_dim_bits: Vec<f64> = bound_acc.iter().map(|a| to_bits(a.gd_bound(sigma))).collect();
+        let per_dim_bits: Vec<f64> = bound_acc
+            .iter()
+            .map(|a| to_bits(a.gd_bound(sigma)))
+            .collect();
         let total: f64 = per_dim_bits.iter().sum();
         GdBound {
             rate: model.bottleneck.value(),
@@ -187,7 +190,10 @@ fn importance_weighted(model: &Hybrid, x: Tensor<4>, samples: usize, seed: u64) 
 }
 
 fn host64(t: Tensor<1>) -> Vec<f64> {
-    t.into_data().convert::<f64>().try_into_vec::<f64>().expect("float tensor")
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .expect("float tensor")
 }
 
 impl EvalReport {
@@ -200,10 +206,16 @@ impl EvalReport {
             format!("  VAE KL           {:.4} bits/dim", self.kl_bpd),
         ];
         if matches!(bottleneck, BottleneckSpec::Vb { .. }) {
-            out.push(format!("VB rate            {:.4} bits/dim", self.vb_rate_bpd));
+            out.push(format!(
+                "VB rate            {:.4} bits/dim",
+                self.vb_rate_bpd
+            ));
         }
         if matches!(bottleneck, BottleneckSpec::Aux { .. }) {
-            out.push(format!("aux decoder NLL    {:.4} bits/dim", self.aux_nll_bpd));
+            out.push(format!(
+                "aux decoder NLL    {:.4} bits/dim",
+                self.aux_nll_bpd
+            ));
         }
         if let Some(b) = &self.gd_bound {
             out.push(format!(

@@ -32,6 +32,7 @@ pub mod params;
 pub mod pixelcnn;
 pub mod run;
 pub mod torch;
+pub mod train;
 pub mod units;
 pub mod vae;
 

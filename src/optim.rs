@@ -87,7 +87,8 @@ impl Adam {
                 let shape = value.dims();
                 let n: usize = shape.iter().product();
                 let new = update(name, value.inner().reshape([n]), grad.reshape([n]));
-                *p = Param::initialized(p.id, Tensor::from_inner(new.reshape(shape)).require_grad());
+                *p =
+                    Param::initialized(p.id, Tensor::from_inner(new.reshape(shape)).require_grad());
             }
             ParamMut::Rank1(p) => {
                 let value = p.val();
@@ -189,8 +190,10 @@ impl Ema {
             if let Some(name) = key.strip_prefix("ema.") {
                 let data = stored.to_f32();
                 let n = data.len();
-                self.weights
-                    .insert(name.to_string(), Tensor::from_data(TensorData::new(data, [n]), device));
+                self.weights.insert(
+                    name.to_string(),
+                    Tensor::from_data(TensorData::new(data, [n]), device),
+                );
             }
         }
     }
@@ -199,7 +202,10 @@ impl Ema {
     pub fn apply_to(&self, model: &Hybrid) -> Hybrid {
         let mut out = model.valid();
         visit(&mut out, &mut |name, p| {
-            let avg = self.weights.get(name).expect("the average covers every parameter");
+            let avg = self
+                .weights
+                .get(name)
+                .expect("the average covers every parameter");
             match p {
                 ParamMut::Rank4(p) => {
                     let shape = p.dims();
@@ -246,33 +252,97 @@ mod tests {
         let device = crate::backend::cpu().autodiff();
         let mut model = Hybrid::new(&ModelConfig::tiny(), &device).unwrap();
         let x = Tensor::<4>::zeros([1, 3, 32, 32], &device);
-        let bias_before: Vec<f32> = model.mix.out.bias.as_ref().unwrap().val().inner().into_data().try_into_vec().unwrap();
+        let bias_before: Vec<f32> = model
+            .mix
+            .out
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .inner()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         let loss = model.forward(x, Mode::Eval).loss.sum();
         let grads = loss.backward();
-        let g: Vec<f32> = model.mix.out.bias.as_ref().unwrap().val().grad(&grads).unwrap().into_data().try_into_vec().unwrap();
+        let g: Vec<f32> = model
+            .mix
+            .out
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         let mut adam = Adam::new(AdamSettings::default());
         let lr = 1e-3;
         adam.step(&mut model, &grads, lr);
-        let after: Vec<f32> = model.mix.out.bias.as_ref().unwrap().val().inner().into_data().try_into_vec().unwrap();
+        let after: Vec<f32> = model
+            .mix
+            .out
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .inner()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         // First step: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps).
         for i in 0..g.len() {
             let (w, gi) = (bias_before[i] as f64, g[i] as f64);
             let want = w - lr * gi / (gi.abs() + 1e-8);
-            assert!((after[i] as f64 - want).abs() < 1e-6, "{i}: {} vs {want}", after[i]);
+            assert!(
+                (after[i] as f64 - want).abs() < 1e-6,
+                "{i}: {} vs {want}",
+                after[i]
+            );
         }
         assert!(model.mix.out.bias.as_ref().unwrap().val().is_require_grad());
         // Second step with the same gradient in float64 by hand.
-        let grads2 = model.forward(Tensor::<4>::zeros([1, 3, 32, 32], &device), Mode::Eval).loss.sum().backward();
-        let g2: Vec<f32> = model.mix.out.bias.as_ref().unwrap().val().grad(&grads2).unwrap().into_data().try_into_vec().unwrap();
+        let grads2 = model
+            .forward(Tensor::<4>::zeros([1, 3, 32, 32], &device), Mode::Eval)
+            .loss
+            .sum()
+            .backward();
+        let g2: Vec<f32> = model
+            .mix
+            .out
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .grad(&grads2)
+            .unwrap()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         adam.step(&mut model, &grads2, lr);
-        let after2: Vec<f32> = model.mix.out.bias.as_ref().unwrap().val().inner().into_data().try_into_vec().unwrap();
+        let after2: Vec<f32> = model
+            .mix
+            .out
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .inner()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         for i in 0..g.len() {
             let (g1, g2) = (g[i] as f64, g2[i] as f64);
             let m = 0.9 * 0.1 * g1 + 0.1 * g2;
             let v = 0.999 * 0.001 * g1 * g1 + 0.001 * g2 * g2;
             let step = lr * (m / (1.0 - 0.81)) / ((v / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
             let want = after[i] as f64 - step;
-            assert!((after2[i] as f64 - want).abs() < 1e-6, "{i}: {} vs {want}", after2[i]);
+            assert!(
+                (after2[i] as f64 - want).abs() < 1e-6,
+                "{i}: {} vs {want}",
+                after2[i]
+            );
         }
     }
 }

@@ -363,3 +363,20 @@ pub fn weights(model: &Hybrid) -> Vec<(String, Stored)> {
     });
     out
 }
+
+/// Whether every parameter of `model` is finite.
+pub fn all_finite(model: &Hybrid) -> bool {
+    let mut model = model.clone();
+    let mut ok = true;
+    visit(&mut model, &mut |_, p| {
+        if !ok {
+            return;
+        }
+        let finite = match p {
+            ParamMut::Rank4(p) => p.val().inner().is_finite().all().into_scalar::<bool>(),
+            ParamMut::Rank1(p) => p.val().inner().is_finite().all().into_scalar::<bool>(),
+        };
+        ok &= finite;
+    });
+    ok
+}

@@ -155,7 +155,10 @@ impl RunDir {
         let file = TensorFile::read(&path)?;
         if let Some(saved) = file.metadata.get(CONFIG_KEY) {
             let saved: ExperimentConfig = serde_json::from_str(saved).map_err(|e| {
-                Error::Checkpoint(format!("{}: unreadable config metadata: {e}", path.display()))
+                Error::Checkpoint(format!(
+                    "{}: unreadable config metadata: {e}",
+                    path.display()
+                ))
             })?;
             if saved.model != config.model {
                 return Err(Error::Checkpoint(format!(
@@ -180,7 +183,10 @@ impl RunDir {
         )?;
         let state = match file.metadata.get(STATE_KEY) {
             Some(s) => serde_json::from_str(s).map_err(|e| {
-                Error::Checkpoint(format!("{}: unreadable training state: {e}", path.display()))
+                Error::Checkpoint(format!(
+                    "{}: unreadable training state: {e}",
+                    path.display()
+                ))
             })?,
             None => TrainState::fresh(),
         };

@@ -1,0 +1,395 @@
+//! The `ibvae` binary end to end on the tiny preset: training, resuming after a stop, a
+//! SIGINT and a `kill -9`, the NaN guard, and the errors a user meets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ibvae::params::{Stored, TensorFile};
+
+fn ibvae() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ibvae"))
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = ibvae().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ibvae {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn run_err(args: &[&str]) -> String {
+    let out = ibvae().args(args).output().unwrap();
+    assert!(!out.status.success(), "ibvae {args:?} should have failed");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !err.contains("panicked"),
+        "a panic instead of an error: {err}"
+    );
+    err
+}
+
+/// A small CIFAR-10 directory: 40 training and 12 test images (real ones when the
+/// shared data is there, else patterned bytes).
+fn mini_cifar(dir: &Path) -> PathBuf {
+    let out = dir.join("cifar");
+    std::fs::create_dir_all(&out).unwrap();
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10");
+    for (file, n) in [("data_batch_1.bin", 40), ("test_batch.bin", 12)] {
+        let bytes = match std::fs::read(shared.join(file)) {
+            Ok(b) => b[..3073 * n].to_vec(),
+            Err(_) => (0..3073 * n)
+                .map(|i| {
+                    if i % 3073 == 0 {
+                        (i / 3073 % 10) as u8
+                    } else {
+                        (i * 31 % 256) as u8
+                    }
+                })
+                .collect(),
+        };
+        std::fs::write(out.join(file), bytes).unwrap();
+    }
+    out
+}
+
+fn train_args<'a>(data: &'a str, run: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--preset",
+        "tiny",
+        "--bottleneck",
+        "vb:0.05",
+        "--data",
+        data,
+        "--run",
+        run,
+        "--steps",
+        "24",
+        "--eval-every",
+        "6",
+        "--threads",
+        "1",
+        "--ema-decay",
+        "0.9",
+    ]
+}
+
+/// The weights, optimizer and average state of a checkpoint, by name.
+fn checkpoint_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let file = TensorFile::read(&run.join("checkpoint.safetensors")).unwrap();
+    file.tensors
+        .iter()
+        .map(|(k, v)| match v {
+            Stored::F32 { data, .. } => (k.clone(), data.clone()),
+            Stored::U8 { .. } => panic!("checkpoints hold floats"),
+        })
+        .collect()
+}
+
+/// The metric lines without the timing fields.
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("wall_s");
+            o.remove("train_img_per_s");
+            v
+        })
+        .collect()
+}
+
+fn assert_same_run(a: &Path, b: &Path) {
+    let (ta, tb) = (checkpoint_tensors(a), checkpoint_tensors(b));
+    assert_eq!(ta.len(), tb.len());
+    for ((na, va), (nb, vb)) in ta.iter().zip(&tb) {
+        assert_eq!(na, nb);
+        assert!(va == vb, "tensor {na} differs between the runs");
+    }
+    assert_eq!(metrics(a), metrics(b));
+}
+
+#[test]
+fn interrupted_runs_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let data = data.to_str().unwrap();
+    let whole = tmp.path().join("whole");
+    run_ok(&train_args(data, whole.to_str().unwrap()));
+    // Evaluations at steps 6, 10 (epoch end), 12, 18, 20 (epoch end) and 24.
+    assert_eq!(metrics(&whole).len(), 6);
+
+    // 1. Stopped after 9 steps (mid-epoch, between evaluations), then resumed.
+    let stopped = tmp.path().join("stopped");
+    let mut args = train_args(data, stopped.to_str().unwrap());
+    args.extend(["--stop-after", "9"]);
+    let out = run_ok(&args);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--resume"));
+    run_ok(&[
+        "train",
+        "--run",
+        stopped.to_str().unwrap(),
+        "--resume",
+        "--threads",
+        "1",
+    ]);
+    assert_same_run(&whole, &stopped);
+
+    // 2. SIGINT: a checkpoint, a clean exit, then resumed.
+    let sigint = tmp.path().join("sigint");
+    interrupt_and_resume(data, &sigint, "-INT");
+    assert_same_run(&whole, &sigint);
+
+    // 3. kill -9 with a checkpoint every step: resumed from the last one.
+    let killed = tmp.path().join("killed");
+    interrupt_and_resume(data, &killed, "-KILL");
+    assert_same_run(&whole, &killed);
+}
+
+/// Starts a run, waits for its first checkpoint, sends `signal`, then resumes it.
+fn interrupt_and_resume(data: &str, run: &Path, signal: &str) {
+    let mut args = train_args(data, run.to_str().unwrap());
+    args.extend(["--checkpoint-minutes", "0"]);
+    let mut child = ibvae()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !run.join("checkpoint.safetensors").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let still_running = child.try_wait().unwrap().is_none();
+    assert!(
+        still_running,
+        "the run ended before it could be interrupted"
+    );
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    if signal == "-INT" {
+        assert!(out.status.success(), "SIGINT should exit cleanly: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("checkpoint saved")
+                || String::from_utf8_lossy(&out.stdout).contains("--resume")
+        );
+    }
+    run_ok(&[
+        "train",
+        "--run",
+        run.to_str().unwrap(),
+        "--resume",
+        "--threads",
+        "1",
+    ]);
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let run = tmp.path().join("nan");
+    // A learning rate of 1e30 sends the weights to infinity within a step or two.
+    let err = run_err(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--steps",
+        "20",
+        "--lr-start",
+        "1e30",
+        "--lr-end",
+        "1e30",
+    ]);
+    assert!(
+        err.contains("the loss became") && err.contains("--lr-start"),
+        "{err}"
+    );
+}
+
+#[test]
+fn eval_reproduces_the_last_logged_test_figure_and_the_run_refuses_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let (data, run) = (data.to_str().unwrap(), tmp.path().join("r"));
+    let run_s = run.to_str().unwrap();
+    run_ok(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--bottleneck",
+        "gd:0.2",
+        "--data",
+        data,
+        "--run",
+        run_s,
+        "--steps",
+        "10",
+    ]);
+    let logged = metrics(&run).last().unwrap()["test"]["nelbo_bpd"]
+        .as_f64()
+        .unwrap();
+    let out = run_ok(&["eval", "--run", run_s, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["nelbo_bpd"].as_f64().unwrap(), logged);
+    assert_eq!(report["images"].as_u64().unwrap(), 12);
+    assert!(report["gd_bound"]["total_bits_per_pixel"].as_f64().unwrap() > 0.0);
+    assert!(run.join("eval.json").exists());
+
+    // The same directory again: refused, nothing changed.
+    let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    let err = run_err(&[
+        "train", "--preset", "tiny", "--data", data, "--run", run_s, "--steps", "10",
+    ]);
+    assert!(err.contains("--resume") && err.contains("--force"), "{err}");
+    // Resuming with other settings: refused.
+    let err = run_err(&[
+        "train", "--preset", "small", "--data", data, "--run", run_s, "--resume",
+    ]);
+    assert!(err.contains("another config"), "{err}");
+    assert_eq!(
+        before,
+        std::fs::read(run.join("checkpoint.safetensors")).unwrap()
+    );
+
+    // A config.json that does not parse.
+    std::fs::write(run.join("config.json"), "{ not json").unwrap();
+    let err = run_err(&["eval", "--run", run_s]);
+    assert!(
+        err.contains("config.json") && err.contains("does not parse"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let data_s = data.to_str().unwrap();
+    let run = tmp.path().join("r");
+    let run_s = run.to_str().unwrap();
+    // A rate outside [0, 1).
+    let err = run_err(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--bottleneck",
+        "gd:1.2",
+        "--data",
+        data_s,
+        "--run",
+        run_s,
+    ]);
+    assert!(err.contains("[0, 1)"), "{err}");
+    assert!(!run.exists(), "nothing is written for a bad flag");
+    // A missing data directory.
+    let err = run_err(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        "/nonexistent/x",
+        "--run",
+        run_s,
+    ]);
+    assert!(err.contains("ibvae download"), "{err}");
+    // A truncated data file.
+    let trunc = tmp.path().join("trunc");
+    std::fs::create_dir_all(&trunc).unwrap();
+    std::fs::write(trunc.join("test_batch.bin"), vec![0u8; 3073 * 2 - 100]).unwrap();
+    let err = run_err(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        trunc.to_str().unwrap(),
+        "--run",
+        run_s,
+    ]);
+    assert!(
+        err.contains("test_batch.bin") && err.contains("3073"),
+        "{err}"
+    );
+    // Images the preset cannot take: 28x28 with three downsamples.
+    let idx = tmp.path().join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    for (name, n) in [
+        ("train-images-idx3-ubyte", 8u32),
+        ("t10k-images-idx3-ubyte", 4),
+    ] {
+        let mut b = Vec::new();
+        for v in [0x0803u32, n, 28, 28] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b.extend(std::iter::repeat_n(7u8, (n * 784) as usize));
+        std::fs::write(idx.join(name), b).unwrap();
+    }
+    let err = run_err(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        idx.to_str().unwrap(),
+        "--run",
+        run_s,
+    ]);
+    assert!(
+        err.contains("28x28") && err.contains("--downsamples 2"),
+        "{err}"
+    );
+    // ... which train with --downsamples 2.
+    run_ok(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        idx.to_str().unwrap(),
+        "--run",
+        run_s,
+        "--steps",
+        "2",
+        "--downsamples",
+        "2",
+    ]);
+    // A checkpoint from another architecture.
+    let other = tmp.path().join("other");
+    run_ok(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--bottleneck",
+        "vb:0.1",
+        "--data",
+        data_s,
+        "--run",
+        other.to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    std::fs::copy(
+        other.join("checkpoint.safetensors"),
+        run.join("checkpoint.safetensors"),
+    )
+    .unwrap();
+    let err = run_err(&["eval", "--run", run_s]);
+    assert!(err.contains("another architecture"), "{err}");
+}
