@@ -31,12 +31,21 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Evaluate a run on the whole test set: negative ELBO, KL, recon, rate, GD bound.
     Eval(EvalArgs),
+    /// Draw images from a run's model (z from the prior, then pixel by pixel) as a PNG grid.
+    Sample(SampleArgs),
+    /// Test images beside samples of x given z ~ q(z|x): what the latents keep.
+    Reconstruct(ReconstructArgs),
+    /// Train and evaluate one run per bottleneck strength; writes results.csv.
+    Sweep(SweepArgs),
     /// Fetch CIFAR-10 (binary version), check its MD5 and unpack it into the data directory.
     Download(DownloadArgs),
     /// Theorem 1: the GD information bound against the exact mutual information.
     InfoBound(InfoBoundArgs),
     /// Parameter count of a preset, per part; the last line is `params N`.
     Params(ParamsArgs),
+    /// Training and forward speed; the last line is `train_img_per_s X` (compare with
+    /// `python hybrid_ref.py bench` on the same machine).
+    Bench(BenchArgs),
     /// Rerun a `hybrid_ref.py export` file and compare every tensor with the reference.
     VerifyTorch(VerifyTorchArgs),
 }
@@ -46,6 +55,36 @@ pub struct VerifyTorchArgs {
     /// A file written by `python hybrid_ref.py export`.
     pub file: PathBuf,
     /// Print one JSON object (per-image figures and the largest relative errors).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model size: tiny, small or paper.
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// Bottleneck: none, gd:<rate>, vb:<beta> or aux[:<weight>].
+    #[arg(long, default_value = "gd:0.15")]
+    pub bottleneck: String,
+    /// Images per step [default: the preset's].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Timed steps after 3 warm-up steps.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// CIFAR-10 directory to draw training images from [default: random bytes].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu or vulkan.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print the report as JSON (before the last line).
     #[arg(long)]
     pub json: bool,
 }
@@ -157,6 +196,107 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 16)]
+    pub n: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Scales the prior's and the logistics' noise (1 = the model's distribution).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images per row of the grid [default: a square grid].
+    #[arg(long)]
+    pub cols: Option<usize>,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// cpu or vulkan.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconstructArgs {
+    /// Run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Test images (one row each).
+    #[arg(long, default_value_t = 8)]
+    pub n: usize,
+    /// Samples of x given z ~ q(z|x) beside each image.
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// Data directory [default: the run's].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// cpu or vulkan.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Model size: tiny, small or paper.
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// Gaussian dropout rates (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0.015,0.05,0.15,0.3")]
+    pub gd: Vec<f64>,
+    /// Variational bottleneck weights beta (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0.005,0.02,0.08")]
+    pub vb: Vec<f64>,
+    /// Baselines among none and aux (comma-separated; empty for none).
+    #[arg(long, value_delimiter = ',', default_value = "none,aux")]
+    pub baselines: Vec<String>,
+    /// Passes over the training set per run.
+    #[arg(long, conflicts_with = "steps")]
+    pub epochs: Option<u64>,
+    /// Optimizer steps per run, instead of epochs.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Images per step [default: the preset's].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Data directory [default: $IBVAE_DATA, else ~/.cache/ibvae/cifar10].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output directory: one run directory per configuration and results.csv.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Runs trained at the same time (each in its own process).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// CPU threads per run [default: all cores divided by --jobs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed of every run.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Evaluate on the first N test images during training [default: all]; the final
+    /// evaluation always uses the whole test set.
+    #[arg(long)]
+    pub eval_images: Option<usize>,
+    /// cpu or vulkan.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
 pub struct DownloadArgs {
     /// Data directory [default: $IBVAE_DATA, else ~/.cache/ibvae/cifar10].
     #[arg(long, visible_alias = "data")]
@@ -189,9 +329,13 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => run_train(*args),
         Command::Eval(args) => run_eval(args),
+        Command::Sample(args) => run_sample(args),
+        Command::Reconstruct(args) => run_reconstruct(args),
+        Command::Sweep(args) => crate::sweep::run(args),
         Command::Download(args) => run_download(args),
         Command::InfoBound(args) => run_info_bound(args),
         Command::Params(args) => run_params(args),
+        Command::Bench(args) => run_bench(args),
         Command::VerifyTorch(args) => run_verify_torch(args),
     }
 }
@@ -540,5 +684,170 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         }
         println!("wrote {}", run.eval_path().display());
     }
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    set_threads(args.threads)?;
+    let device = crate::backend::device(args.device.parse()?)?;
+    let config = ModelConfig::preset(&args.preset)?.with_bottleneck(args.bottleneck.parse()?);
+    let batch = match args.batch {
+        Some(b) => b,
+        None => ModelConfig::preset_batch(&args.preset)?,
+    };
+    if batch == 0 || args.steps == 0 {
+        return Err(Error::Config("--batch and --steps must be positive".into()));
+    }
+    let (images, source) = match &args.data {
+        Some(dir) => {
+            let d = data::load(dir)?;
+            let train = if d.train.is_empty() { d.test } else { d.train };
+            (train, dir.display().to_string())
+        }
+        None => (
+            crate::bench::random_images(&config, 1000, args.seed),
+            "random bytes".into(),
+        ),
+    };
+    let config = config.with_images(images.channels, images.height);
+    println!(
+        "preset {} bottleneck {} batch {batch} threads {} device {} data {source} ({} images)",
+        args.preset,
+        config.bottleneck,
+        rayon::current_num_threads(),
+        args.device,
+        images.len()
+    );
+    let report = crate::bench::bench(
+        &config,
+        &images,
+        batch,
+        args.steps,
+        args.seed,
+        &device,
+        |l| println!("{l}"),
+    )?;
+    println!("params {}", report.params);
+    let [f, b, o] = report.median_parts_s;
+    println!(
+        "median step {:.4} s (forward {f:.4}, backward {b:.4}, optimizer {o:.4})",
+        report.median_step_s
+    );
+    println!(
+        "median forward (eval mode, no gradients) {:.4} s  forward_img_per_s {:.4}",
+        report.median_forward_s, report.forward_img_per_s
+    );
+    if let Some(m) = report.peak_rss_mib {
+        println!("peak_rss_mib {m:.1}");
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serialises")
+        );
+    }
+    println!("train_img_per_s {:.4}", report.train_img_per_s);
+    Ok(())
+}
+
+/// A progress bar over the rows of the image being drawn.
+fn row_bar(rows: usize, what: &str) -> indicatif::ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(rows as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} row {{pos}}/{{len}} [{{elapsed_precise}} eta {{eta_precise}}]"
+        ))
+        .expect("a valid progress template"),
+    );
+    bar
+}
+
+fn run_sample(args: SampleArgs) -> Result<()> {
+    set_threads(args.threads)?;
+    if args.n == 0 {
+        return Err(Error::Config("--n must be at least 1".into()));
+    }
+    if !(args.temperature > 0.0 && args.temperature.is_finite()) {
+        return Err(Error::Config("--temperature must be positive".into()));
+    }
+    let device = crate::backend::device(args.device.parse()?)?;
+    let (config, model) = crate::run::load_for_inference(&args.run, &device)?;
+    let m = &config.model;
+    let bar = row_bar(m.image_size, "sampling");
+    let t0 = std::time::Instant::now();
+    let bytes = crate::sample::sample_prior(
+        &model,
+        args.n,
+        m.image_channels,
+        m.image_size,
+        args.temperature,
+        args.seed,
+        &device,
+        |r, _| bar.set_position(r as u64),
+    );
+    bar.finish_and_clear();
+    let cols = args
+        .cols
+        .unwrap_or_else(|| (args.n as f64).sqrt().ceil() as usize);
+    let (w, h, rgb) = crate::image::grid(&bytes, args.n, m.image_channels, m.image_size, cols, 2);
+    crate::image::write_png(&args.out, w, h, &rgb, 2)?;
+    println!(
+        "wrote {} ({} samples in {:.1} s)",
+        args.out.display(),
+        args.n,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn run_reconstruct(args: ReconstructArgs) -> Result<()> {
+    set_threads(args.threads)?;
+    if args.n == 0 || args.samples == 0 {
+        return Err(Error::Config("--n and --samples must be at least 1".into()));
+    }
+    let device = crate::backend::device(args.device.parse()?)?;
+    let (config, model) = crate::run::load_for_inference(&args.run, &device)?;
+    let data_dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| config.train.data.clone());
+    let data = data::load(&data_dir)?;
+    let mut checked = config.clone();
+    checked.train.data = data_dir;
+    crate::train::check_images_fit(&checked, &data)?;
+    let m = &config.model;
+    let n = args.n.min(data.test.len());
+    let originals = data.test.take(n).pixels;
+    let bar = row_bar(m.image_size, "reconstructing");
+    let recon = crate::sample::reconstruct(
+        &model,
+        &originals,
+        n,
+        m.image_channels,
+        m.image_size,
+        args.samples,
+        args.seed,
+        &device,
+        |r, _| bar.set_position(r as u64),
+    );
+    bar.finish_and_clear();
+    // One row per image: the original, then its reconstructions.
+    let plane = m.image_channels * m.image_size * m.image_size;
+    let mut cells = Vec::with_capacity(n * (args.samples + 1) * plane);
+    for i in 0..n {
+        cells.extend_from_slice(&originals[i * plane..(i + 1) * plane]);
+        cells.extend_from_slice(&recon[i * args.samples * plane..(i + 1) * args.samples * plane]);
+    }
+    let cols = args.samples + 1;
+    let (w, h, rgb) = crate::image::grid(&cells, n * cols, m.image_channels, m.image_size, cols, 2);
+    crate::image::write_png(&args.out, w, h, &rgb, 2)?;
+    println!(
+        "wrote {}: each row is a test image, then {} samples of x given z ~ q(z|x)",
+        args.out.display(),
+        args.samples
+    );
     Ok(())
 }

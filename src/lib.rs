@@ -15,6 +15,7 @@
 //! - [`backend`]: the one place that names a backend
 
 pub mod backend;
+pub mod bench;
 pub mod bottleneck;
 pub mod cli;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod evaluate;
 pub mod fsutil;
 pub mod hybrid;
+pub mod image;
 pub mod info;
 pub mod nn;
 pub mod ops;
@@ -31,6 +33,8 @@ pub mod optim;
 pub mod params;
 pub mod pixelcnn;
 pub mod run;
+pub mod sample;
+pub mod sweep;
 pub mod torch;
 pub mod train;
 pub mod units;

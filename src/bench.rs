@@ -1,0 +1,168 @@
+//! `ibvae bench`: the speed of training steps, the same work as the reference's
+//! `hybrid_ref.py bench` (Adam at lr 1e-4 on the batch mean of the per-image loss in
+//! bits/dim, random training images, 3 warm-up steps, the median of the rest), so the two
+//! can be compared as a ratio in one run. Also the speed of an evaluation-mode forward.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use rand::{Rng, SeedableRng};
+
+use crate::config::ModelConfig;
+use crate::data::{ImageSet, images_to_tensor};
+use crate::error::Result;
+use crate::hybrid::Hybrid;
+use crate::nn::Mode;
+use crate::optim::{Adam, AdamSettings};
+
+/// Warm-up steps left out of the timing (as the reference).
+pub const WARMUP: usize = 3;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub params: usize,
+    pub batch: usize,
+    /// Seconds of each timed training step.
+    pub step_s: Vec<f64>,
+    pub median_step_s: f64,
+    /// Median seconds of the step's parts: forward, backward, optimizer update.
+    pub median_parts_s: [f64; 3],
+    pub train_img_per_s: f64,
+    /// Median seconds of an evaluation-mode forward (no gradients) of one batch.
+    pub median_forward_s: f64,
+    pub forward_img_per_s: f64,
+    /// Peak resident memory of the process, MiB (Linux), when known.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Times `steps` training steps and `steps` forwards after the warm-up.
+pub fn bench(
+    config: &ModelConfig,
+    images: &ImageSet,
+    batch: usize,
+    steps: usize,
+    seed: u64,
+    device: &Device,
+    mut log: impl FnMut(&str),
+) -> Result<BenchReport> {
+    let ad = device.clone().autodiff();
+    crate::backend::seed(&ad, seed);
+    let mut model = Hybrid::new(config, &ad)?;
+    let params = model.num_params();
+    let mut adam = Adam::new(AdamSettings::default());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dims = config.dims();
+    let shape = [
+        batch,
+        config.image_channels,
+        config.image_size,
+        config.image_size,
+    ];
+    let mut pick = |rng: &mut rand::rngs::StdRng| -> Vec<u8> {
+        let idx: Vec<usize> = (0..batch)
+            .map(|_| rng.random_range(0..images.len()))
+            .collect();
+        images.gather(&idx)
+    };
+    let sync = |d: &Device| {
+        let _ = d.sync();
+    };
+    let mut step_s = Vec::with_capacity(steps);
+    let mut parts: [Vec<f64>; 3] = Default::default();
+    for step in 0..WARMUP + steps {
+        let bytes = pick(&mut rng);
+        sync(&ad);
+        let t0 = Instant::now();
+        let x = images_to_tensor(&bytes, shape, &ad);
+        let loss =
+            model.forward(x, Mode::Train).loss.mean() / (dims as f64 * std::f64::consts::LN_2);
+        let loss_value = loss.clone().into_scalar::<f32>();
+        let t1 = Instant::now();
+        let grads = loss.backward();
+        sync(&ad);
+        let t2 = Instant::now();
+        adam.step(&mut model, &grads, 1e-4);
+        sync(&ad);
+        let t3 = Instant::now();
+        let dt = (t3 - t0).as_secs_f64();
+        let warm = step < WARMUP;
+        if !warm {
+            step_s.push(dt);
+            parts[0].push((t1 - t0).as_secs_f64());
+            parts[1].push((t2 - t1).as_secs_f64());
+            parts[2].push((t3 - t2).as_secs_f64());
+        }
+        log(&format!(
+            "step {step:3}{} loss {loss_value:.4} bpd  {dt:.3} s  {:.2} img/s",
+            if warm { " (warm-up)" } else { "" },
+            batch as f64 / dt
+        ));
+    }
+    let eval_model = model.valid();
+    let mut forward_s = Vec::with_capacity(steps);
+    for step in 0..WARMUP + steps {
+        let bytes = pick(&mut rng);
+        sync(device);
+        let t0 = Instant::now();
+        let x = images_to_tensor(&bytes, shape, device);
+        let nelbo = eval_model
+            .forward(x, Mode::Eval)
+            .nelbo
+            .sum()
+            .into_scalar::<f32>();
+        sync(device);
+        let dt = t0.elapsed().as_secs_f64();
+        if step >= WARMUP {
+            forward_s.push(dt);
+        }
+        std::hint::black_box(nelbo);
+    }
+    let median_step_s = median(&step_s);
+    let median_forward_s = median(&forward_s);
+    Ok(BenchReport {
+        params,
+        batch,
+        median_step_s,
+        median_parts_s: [median(&parts[0]), median(&parts[1]), median(&parts[2])],
+        train_img_per_s: batch as f64 / median_step_s,
+        median_forward_s,
+        forward_img_per_s: batch as f64 / median_forward_s,
+        step_s,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+/// `VmHWM` of `/proc/self/status`: the peak resident set size.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Random images of the model's shape, for a bench without data.
+pub fn random_images(config: &ModelConfig, n: usize, seed: u64) -> ImageSet {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let d = config.dims();
+    ImageSet {
+        pixels: (0..n * d).map(|_| rng.random()).collect(),
+        labels: vec![0; n],
+        channels: config.image_channels,
+        height: config.image_size,
+        width: config.image_size,
+    }
+}
