@@ -58,7 +58,7 @@ pub fn bench(
         config.image_size,
         config.image_size,
     ];
-    let mut pick = |rng: &mut rand::rngs::StdRng| -> Vec<u8> {
+    let pick = |rng: &mut rand::rngs::StdRng| -> Vec<u8> {
         let idx: Vec<usize> = (0..batch)
             .map(|_| rng.random_range(0..images.len()))
             .collect();

@@ -778,16 +778,15 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     let m = &config.model;
     let bar = row_bar(m.image_size, "sampling");
     let t0 = std::time::Instant::now();
-    let bytes = crate::sample::sample_prior(
-        &model,
-        args.n,
-        m.image_channels,
-        m.image_size,
-        args.temperature,
-        args.seed,
-        &device,
-        |r, _| bar.set_position(r as u64),
-    );
+    let draw = crate::sample::Draw {
+        channels: m.image_channels,
+        size: m.image_size,
+        temperature: args.temperature,
+        seed: args.seed,
+    };
+    let bytes = crate::sample::sample_prior(&model, args.n, &draw, &device, |r, _| {
+        bar.set_position(r as u64)
+    });
     bar.finish_and_clear();
     let cols = args
         .cols
@@ -822,14 +821,18 @@ fn run_reconstruct(args: ReconstructArgs) -> Result<()> {
     let n = args.n.min(data.test.len());
     let originals = data.test.take(n).pixels;
     let bar = row_bar(m.image_size, "reconstructing");
+    let draw = crate::sample::Draw {
+        channels: m.image_channels,
+        size: m.image_size,
+        temperature: 1.0,
+        seed: args.seed,
+    };
     let recon = crate::sample::reconstruct(
         &model,
         &originals,
         n,
-        m.image_channels,
-        m.image_size,
         args.samples,
-        args.seed,
+        &draw,
         &device,
         |r, _| bar.set_position(r as u64),
     );

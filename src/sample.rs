@@ -70,37 +70,56 @@ pub fn sample_given_u(
     bytes
 }
 
-/// `n` samples from the model: `z ~ N(0, I)` (scaled by `temperature`), then
+/// What to draw: the image shape, the noise temperature and the seed.
+#[derive(Debug, Clone, Copy)]
+pub struct Draw {
+    pub channels: usize,
+    pub size: usize,
+    /// Scales the prior's and the logistics' noise (1 = the model's distribution).
+    pub temperature: f32,
+    pub seed: u64,
+}
+
+/// `n` samples from the model: `z ~ N(0, I)` (scaled by the temperature), then
 /// [`sample_given_u`].
 pub fn sample_prior(
     model: &Hybrid,
     n: usize,
-    channels: usize,
-    size: usize,
-    temperature: f32,
-    seed: u64,
+    draw: &Draw,
     device: &Device,
     progress: impl FnMut(usize, usize),
 ) -> Vec<u8> {
-    let z =
-        host_normal(model.latent_shape(n, size), seed ^ 0x5A5A_0000, device) * temperature as f64;
+    let shape = model.latent_shape(n, draw.size);
+    let z = host_normal(shape, draw.seed ^ 0x5A5A_0000, device) * draw.temperature as f64;
     let u = model.decoder.forward(z); // [n, dec_out, S, S]
-    sample_given_u(model, &u, channels, temperature, seed, true, progress)
+    sample_given_u(
+        model,
+        &u,
+        draw.channels,
+        draw.temperature,
+        draw.seed,
+        true,
+        progress,
+    )
 }
 
-/// For each of the `x` images (bytes `[n, C, S, S]`), `k` reconstructions: `z ~ q(z|x)`,
+/// For each of the `x` images (bytes `[n, C, S, S]`), `k` reconstructions: `z ~ q(z|x)`
 /// then [`sample_given_u`]. Returns bytes `[n, k, C, S, S]` (image-major).
 pub fn reconstruct(
     model: &Hybrid,
     x: &[u8],
     n: usize,
-    channels: usize,
-    size: usize,
     k: usize,
-    seed: u64,
+    draw: &Draw,
     device: &Device,
     progress: impl FnMut(usize, usize),
 ) -> Vec<u8> {
+    let Draw {
+        channels,
+        size,
+        temperature,
+        seed,
+    } = *draw;
     // Repeat each image k times, image-major.
     let plane = channels * size * size;
     let mut rep = Vec::with_capacity(n * k * plane);
@@ -114,7 +133,7 @@ pub fn reconstruct(
     let noise = host_normal(mean.dims(), seed ^ 0xA5A5_0000, device);
     let z = mean + (logvar * 0.5).exp() * noise;
     let u = model.decoder.forward(z);
-    sample_given_u(model, &u, channels, 1.0, seed, true, progress)
+    sample_given_u(model, &u, channels, temperature, seed, true, progress)
 }
 
 #[cfg(test)]
@@ -150,7 +169,13 @@ mod tests {
         let model = Hybrid::new(&config, &device).unwrap();
         let x: Vec<u8> = (0..2 * 3 * 64).map(|i| (i % 256) as u8).collect();
         let mut rows = 0;
-        let out = reconstruct(&model, &x, 2, 3, 8, 3, 1, &device, |r, _| rows = r);
+        let draw = Draw {
+            channels: 3,
+            size: 8,
+            temperature: 1.0,
+            seed: 1,
+        };
+        let out = reconstruct(&model, &x, 2, 3, &draw, &device, |r, _| rows = r);
         assert_eq!(out.len(), 2 * 3 * 3 * 64);
         assert_eq!(rows, 8);
     }

@@ -48,7 +48,7 @@ pub fn members(gd: &[f64], vb: &[f64], baselines: &[String]) -> Result<Vec<Membe
         .map(|spec| Member {
             name: match spec {
                 BottleneckSpec::None => "none".into(),
-                BottleneckSpec::Aux { weight } if weight == 1.0 => "aux".into(),
+                BottleneckSpec::Aux { weight: 1.0 } => "aux".into(),
                 _ => format!("{}-{}", spec.kind(), spec.value()),
             },
             spec,
