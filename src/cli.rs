@@ -48,6 +48,21 @@ pub enum Command {
     Bench(BenchArgs),
     /// Rerun a `hybrid_ref.py export` file and compare every tensor with the reference.
     VerifyTorch(VerifyTorchArgs),
+    /// Turn a `hybrid_ref.py export` file into a run directory (for eval, sample, train).
+    ImportTorch(ImportTorchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportTorchArgs {
+    /// A file written by `python hybrid_ref.py export`.
+    pub file: PathBuf,
+    /// The run directory to create.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The data directory the run will use [default: $IBVAE_DATA, else
+    /// ~/.cache/ibvae/cifar10].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -337,6 +352,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Params(args) => run_params(args),
         Command::Bench(args) => run_bench(args),
         Command::VerifyTorch(args) => run_verify_torch(args),
+        Command::ImportTorch(args) => run_import_torch(args),
     }
 }
 
@@ -851,6 +867,46 @@ fn run_reconstruct(args: ReconstructArgs) -> Result<()> {
         "wrote {}: each row is a test image, then {} samples of x given z ~ q(z|x)",
         args.out.display(),
         args.samples
+    );
+    Ok(())
+}
+
+fn run_import_torch(args: ImportTorchArgs) -> Result<()> {
+    let device = crate::backend::cpu();
+    let export = crate::torch::Export::read(&args.file)?;
+    let model = export.model(&args.file.display().to_string(), &device)?;
+    let run = RunDir::new(&args.out);
+    if run.has_config() {
+        return Err(Error::Config(format!(
+            "{} already holds a run; choose another --out (nothing was changed)",
+            args.out.display()
+        )));
+    }
+    let preset = if ModelConfig::preset(&export.preset).is_ok() {
+        export.preset.clone()
+    } else {
+        "small".to_string()
+    };
+    let config = ExperimentConfig {
+        preset: export.preset.clone(),
+        model: export.config.clone(),
+        train: TrainConfig::for_preset(&preset, args.data.unwrap_or_else(data::default_data_dir))?,
+    };
+    run.write_config(&config)?;
+    run.save_checkpoint(
+        &config,
+        &model,
+        None,
+        None,
+        &crate::run::TrainState::fresh(),
+    )?;
+    println!(
+        "wrote {} ({} parameters, preset {}, bottleneck {}); try `ibvae eval --run {}`",
+        args.out.display(),
+        model.num_params(),
+        export.preset,
+        config.model.bottleneck,
+        args.out.display()
     );
     Ok(())
 }

@@ -393,3 +393,89 @@ fn bad_input_is_a_clear_error() {
     let err = run_err(&["eval", "--run", run_s]);
     assert!(err.contains("another architecture"), "{err}");
 }
+
+#[test]
+fn a_reference_export_becomes_a_run_that_evaluates_and_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_aux.safetensors");
+    let run = tmp.path().join("imported");
+    let run_s = run.to_str().unwrap();
+    let out = run_ok(&[
+        "import-torch",
+        fixture.to_str().unwrap(),
+        "--out",
+        run_s,
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("64122 parameters"));
+    let out = run_ok(&["eval", "--run", run_s, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["aux_nll_bpd"].as_f64().unwrap() > 0.0);
+    let png = tmp.path().join("s.png");
+    run_ok(&[
+        "sample",
+        "--run",
+        run_s,
+        "--n",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    // A second import into the same directory is refused.
+    let err = run_err(&["import-torch", fixture.to_str().unwrap(), "--out", run_s]);
+    assert!(err.contains("already holds a run"), "{err}");
+}
+
+#[test]
+fn info_bound_prints_json_and_a_scale_table() {
+    let out = run_ok(&[
+        "info-bound",
+        "--rate",
+        "0.15",
+        "--values",
+        "1,2,3",
+        "--scale",
+        "100",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "rate",
+        "sigma",
+        "scale",
+        "gd_bound_nats",
+        "gd_exact_nats",
+        "additive_bound_nats",
+    ] {
+        assert!(v[key].is_number(), "{key} missing: {v}");
+    }
+    assert!(v["gd_bound_nats"].as_f64().unwrap() >= v["gd_exact_nats"].as_f64().unwrap());
+    let out = run_ok(&["info-bound", "--rate", "0.15", "--values", "1,2,3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0.01") && text.contains("100"), "{text}");
+    let err = run_err(&["info-bound", "--rate", "1", "--values", "1,2"]);
+    assert!(err.contains("[0, 1)"), "{err}");
+}
+
+#[test]
+fn params_match_the_reference_counts() {
+    for (preset, bottleneck, want) in [
+        ("tiny", "gd:0.1", 63_222),
+        ("tiny", "vb:0.05", 63_322),
+        ("tiny", "aux", 64_122),
+        ("small", "gd:0.15", 978_030),
+        ("small", "vb:0.02", 978_370),
+        ("small", "aux", 981_330),
+        ("paper", "gd:0.15", 81_887_662),
+        ("paper", "vb:0.02", 81_889_282),
+        ("paper", "aux", 81_913_362),
+    ] {
+        let out = run_ok(&["params", "--preset", preset, "--bottleneck", bottleneck]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().unwrap();
+        assert_eq!(last, format!("params {want}"), "{preset} {bottleneck}");
+    }
+}
