@@ -37,6 +37,8 @@ pub enum Command {
     Reconstruct(ReconstructArgs),
     /// Train and evaluate one run per bottleneck strength; writes results.csv.
     Sweep(SweepArgs),
+    /// The trade-off figure (test negative ELBO against KL) and samples from a sweep.
+    Plot(PlotArgs),
     /// Fetch CIFAR-10 (binary version), check its MD5 and unpack it into the data directory.
     Download(DownloadArgs),
     /// Theorem 1: the GD information bound against the exact mutual information.
@@ -76,7 +78,7 @@ pub struct VerifyTorchArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Model size: tiny, small or paper.
+    /// Model size: tiny, mini, small or paper.
     #[arg(long, default_value = "small")]
     pub preset: String,
     /// Bottleneck: none, gd:<rate>, vb:<beta> or aux[:<weight>].
@@ -106,7 +108,7 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct ParamsArgs {
-    /// Model size: tiny, small or paper.
+    /// Model size: tiny, mini, small or paper.
     #[arg(long, default_value = "small")]
     pub preset: String,
     /// Bottleneck: none, gd:<rate>, vb:<beta> or aux[:<weight>].
@@ -122,7 +124,7 @@ pub struct ParamsArgs {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Model size: tiny, small or paper.
+    /// Model size: tiny, mini, small or paper.
     #[arg(long, default_value = "small")]
     pub preset: String,
     /// Bottleneck: none, gd:<rate in [0,1)>, vb:<beta> or aux[:<weight>].
@@ -266,15 +268,15 @@ pub struct ReconstructArgs {
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// Model size: tiny, small or paper.
+    /// Model size: tiny, mini, small or paper.
     #[arg(long, default_value = "small")]
     pub preset: String,
-    /// Gaussian dropout rates (comma-separated).
+    /// Gaussian dropout rates (comma-separated; empty for none).
     #[arg(long, value_delimiter = ',', default_value = "0.015,0.05,0.15,0.3")]
-    pub gd: Vec<f64>,
-    /// Variational bottleneck weights beta (comma-separated).
+    pub gd: Vec<String>,
+    /// Variational bottleneck weights beta (comma-separated; empty for none).
     #[arg(long, value_delimiter = ',', default_value = "0.005,0.02,0.08")]
-    pub vb: Vec<f64>,
+    pub vb: Vec<String>,
     /// Baselines among none and aux (comma-separated; empty for none).
     #[arg(long, value_delimiter = ',', default_value = "none,aux")]
     pub baselines: Vec<String>,
@@ -287,6 +289,12 @@ pub struct SweepArgs {
     /// Images per step [default: the preset's].
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Learning rate at the first step of each run [default: 1e-4] ...
+    #[arg(long)]
+    pub lr_start: Option<f64>,
+    /// ... annealed exponentially to this at its last step [default: 4e-6].
+    #[arg(long)]
+    pub lr_end: Option<f64>,
     /// Data directory [default: $IBVAE_DATA, else ~/.cache/ibvae/cifar10].
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -306,6 +314,28 @@ pub struct SweepArgs {
     /// evaluation always uses the whole test set.
     #[arg(long)]
     pub eval_images: Option<usize>,
+    /// cpu or vulkan.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A sweep's output directory (with results.csv).
+    #[arg(long)]
+    pub sweep: PathBuf,
+    /// Where to write tradeoff.svg, tradeoff.png and samples.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Samples per run in samples.png (0 skips the samples).
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    /// Seed of the samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// CPU threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// cpu or vulkan.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -347,6 +377,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample(args) => run_sample(args),
         Command::Reconstruct(args) => run_reconstruct(args),
         Command::Sweep(args) => crate::sweep::run(args),
+        Command::Plot(args) => run_plot(args),
         Command::Download(args) => run_download(args),
         Command::InfoBound(args) => run_info_bound(args),
         Command::Params(args) => run_params(args),
@@ -908,5 +939,90 @@ fn run_import_torch(args: ImportTorchArgs) -> Result<()> {
         config.model.bottleneck,
         args.out.display()
     );
+    Ok(())
+}
+
+fn run_plot(args: PlotArgs) -> Result<()> {
+    set_threads(args.threads)?;
+    let csv = args.sweep.join("results.csv");
+    if !csv.exists() {
+        return Err(Error::Data(format!(
+            "{} has no results.csv: run `ibvae sweep --out {}` first",
+            args.sweep.display(),
+            args.sweep.display()
+        )));
+    }
+    let rows = crate::sweep::read_results(&csv)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let preset = rows
+        .first()
+        .and_then(|r| {
+            RunDir::new(crate::sweep::run_dir(&args.sweep, r))
+                .read_config()
+                .ok()
+        })
+        .map(|c| c.preset)
+        .unwrap_or_default();
+    let title = format!("Latent use against fit, {preset} model, CIFAR-10 test set");
+    crate::plot::tradeoff(&rows, &args.out, &title)?;
+    println!(
+        "wrote {} and tradeoff.png",
+        args.out.join("tradeoff.svg").display()
+    );
+    if args.samples == 0 {
+        return Ok(());
+    }
+    // Two GD rates and two VB weights: the weakest and the strongest of each.
+    let mut chosen = Vec::new();
+    for kind in ["gd", "vb"] {
+        let mut of_kind: Vec<&crate::sweep::ResultRow> =
+            rows.iter().filter(|r| r.kind == kind).collect();
+        of_kind.sort_by(|a, b| a.strength.total_cmp(&b.strength));
+        if let Some(first) = of_kind.first() {
+            chosen.push(*first);
+        }
+        if of_kind.len() > 1 {
+            chosen.push(of_kind[of_kind.len() - 1]);
+        }
+    }
+    if chosen.is_empty() {
+        println!("no GD or VB runs: samples.png skipped");
+        return Ok(());
+    }
+    let device = crate::backend::device(args.device.parse()?)?;
+    let mut panel = Vec::new();
+    let (mut channels, mut size) = (3, 32);
+    for row in chosen {
+        let dir = crate::sweep::run_dir(&args.sweep, row);
+        let (config, model) = crate::run::load_for_inference(&dir, &device)?;
+        channels = config.model.image_channels;
+        size = config.model.image_size;
+        let draw = crate::sample::Draw {
+            channels,
+            size,
+            temperature: 1.0,
+            seed: args.seed,
+        };
+        let bar = row_bar(size, &format!("sampling {}", row.run));
+        let bytes = crate::sample::sample_prior(&model, args.samples, &draw, &device, |r, _| {
+            bar.set_position(r as u64)
+        });
+        bar.finish_and_clear();
+        let label = match row.kind.as_str() {
+            "gd" => format!("GD p = {}", row.strength),
+            _ => format!("VB beta = {}", row.strength),
+        };
+        panel.push((format!("{label} (KL {:.3})", row.kl_bpd), bytes));
+    }
+    let path = args.out.join("samples.png");
+    crate::plot::samples_panel(
+        &panel,
+        args.samples,
+        channels,
+        size,
+        &path,
+        &format!("Samples (z from the prior), {preset} model"),
+    )?;
+    println!("wrote {}", path.display());
     Ok(())
 }

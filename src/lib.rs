@@ -32,6 +32,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod pixelcnn;
+pub mod plot;
 pub mod run;
 pub mod sample;
 pub mod sweep;

@@ -26,13 +26,13 @@ pub struct Member {
 }
 
 /// The members of a sweep in order: GD rates, VB weights, then the baselines.
-pub fn members(gd: &[f64], vb: &[f64], baselines: &[String]) -> Result<Vec<Member>> {
+pub fn members(gd: &[String], vb: &[String], baselines: &[String]) -> Result<Vec<Member>> {
     let mut out = Vec::new();
-    for &rate in gd {
-        out.push(format!("gd:{rate}").parse::<BottleneckSpec>()?);
+    for rate in gd.iter().filter(|v| !v.trim().is_empty()) {
+        out.push(format!("gd:{}", rate.trim()).parse::<BottleneckSpec>()?);
     }
-    for &beta in vb {
-        out.push(format!("vb:{beta}").parse::<BottleneckSpec>()?);
+    for beta in vb.iter().filter(|v| !v.trim().is_empty()) {
+        out.push(format!("vb:{}", beta.trim()).parse::<BottleneckSpec>()?);
     }
     for b in baselines.iter().filter(|b| !b.trim().is_empty()) {
         let spec: BottleneckSpec = b.parse()?;
@@ -99,6 +99,12 @@ fn train_command(
     }
     if let Some(b) = args.batch {
         cmd.args(["--batch", &b.to_string()]);
+    }
+    if let Some(v) = args.lr_start {
+        cmd.args(["--lr-start", &v.to_string()]);
+    }
+    if let Some(v) = args.lr_end {
+        cmd.args(["--lr-end", &v.to_string()]);
     }
     if let Some(n) = args.eval_images {
         cmd.args(["--eval-images", &n.to_string()]);
@@ -390,10 +396,11 @@ mod tests {
 
     #[test]
     fn members_are_named_and_validated() {
-        let m = members(&[0.015, 0.15], &[0.02], &["none".into(), "aux".into()]).unwrap();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let m = members(&s(&["0.015", "0.15"]), &s(&["0.02"]), &s(&["none", "aux"])).unwrap();
         let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["gd-0.015", "gd-0.15", "vb-0.02", "none", "aux"]);
-        assert!(members(&[1.5], &[], &[]).is_err());
+        assert!(members(&s(&["1.5"]), &[], &[]).is_err());
         let err = members(&[], &[], &["gd:0.1".into()])
             .unwrap_err()
             .to_string();

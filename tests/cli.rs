@@ -479,3 +479,133 @@ fn params_match_the_reference_counts() {
         assert_eq!(last, format!("params {want}"), "{preset} {bottleneck}");
     }
 }
+
+#[test]
+fn a_sweep_of_three_runs_resumes_plots_and_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let out = tmp.path().join("sweep");
+    let args = [
+        "sweep",
+        "--preset",
+        "tiny",
+        "--gd",
+        "0.3",
+        "--vb",
+        "0.1",
+        "--baselines",
+        "none",
+        "--steps",
+        "3",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+    ];
+    run_ok(&args);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        lines[1].starts_with("gd,0.3,gd-0.3,") && lines[3].starts_with("none,0,none,"),
+        "{csv}"
+    );
+    // The GD row has its information bound, the others leave it empty.
+    assert!(!lines[1].split(',').nth(8).unwrap().is_empty());
+    assert!(lines[2].split(',').nth(8).unwrap().is_empty());
+    // Started again: everything is skipped, results unchanged.
+    let again = run_ok(&args);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .matches("skipped")
+            .count(),
+        3
+    );
+    assert_eq!(
+        csv,
+        std::fs::read_to_string(out.join("results.csv")).unwrap()
+    );
+    // Plot: both figures, and a panel of samples of the GD and VB runs.
+    let figs = tmp.path().join("figs");
+    run_ok(&[
+        "plot",
+        "--sweep",
+        out.to_str().unwrap(),
+        "--out",
+        figs.to_str().unwrap(),
+        "--samples",
+        "2",
+    ]);
+    for f in ["tradeoff.svg", "tradeoff.png", "samples.png"] {
+        assert!(figs.join(f).exists(), "{f} missing");
+    }
+    let svg = std::fs::read_to_string(figs.join("tradeoff.svg")).unwrap();
+    assert!(svg.contains("p=0.3") && svg.contains("β=0.1") && svg.contains("none"));
+    // A sample grid of one run.
+    let grid = tmp.path().join("grid.png");
+    run_ok(&[
+        "sample",
+        "--run",
+        out.join("gd-0.3").to_str().unwrap(),
+        "--n",
+        "4",
+        "--out",
+        grid.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&grid).unwrap().starts_with(b"\x89PNG"));
+}
+
+#[test]
+fn an_interrupted_sweep_resumes_the_unfinished_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let out = tmp.path().join("sweep");
+    // The run stopped half way, as an interrupted sweep leaves it.
+    let run = out.join("gd-0.2");
+    run_ok(&[
+        "train",
+        "--preset",
+        "tiny",
+        "--bottleneck",
+        "gd:0.2",
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--seed",
+        "0",
+        "--threads",
+        "1",
+        "--stop-after",
+        "3",
+    ]);
+    let out_s = out.to_str().unwrap();
+    let o = run_ok(&[
+        "sweep",
+        "--preset",
+        "tiny",
+        "--gd",
+        "0.2",
+        "--vb",
+        "",
+        "--baselines",
+        "",
+        "--steps",
+        "6",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out_s,
+        "--threads",
+        "1",
+    ]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("skipped"));
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv.lines().nth(1).unwrap().contains(",6,"), "{csv}");
+}

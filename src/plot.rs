@@ -1,0 +1,268 @@
+//! `ibvae plot`: the paper's figures from a sweep. `tradeoff.svg` / `tradeoff.png` (its
+//! Figure 2: test negative ELBO against VAE KL, GD and VB as curves ordered by strength,
+//! the baselines as points) and `samples.png` (its Figure 3: samples for two GD rates
+//! and two VB weights).
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::error::{Error, Result};
+use crate::sweep::ResultRow;
+
+/// DejaVu Sans (Bitstream Vera licence, `assets/DejaVuSans-LICENSE.txt`), embedded so
+/// that PNG text renders on machines without system fonts.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+const GD_COLOR: RGBColor = RGBColor(0, 114, 178);
+const VB_COLOR: RGBColor = RGBColor(213, 94, 0);
+const BASE_COLOR: RGBColor = RGBColor(60, 60, 60);
+
+fn register_font() -> Result<()> {
+    // Registering twice is harmless; a failure means the embedded file is broken.
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| Error::Config("the embedded font could not be read".into()))
+}
+
+fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
+    Error::Config(format!("drawing the figure failed: {e:?}"))
+}
+
+/// The label of a strength on the figure.
+fn strength_label(row: &ResultRow) -> String {
+    match row.kind.as_str() {
+        "gd" => format!("p={}", row.strength),
+        "vb" => format!("β={}", row.strength),
+        "aux" if row.strength != 1.0 => format!("aux ({})", row.strength),
+        other => other.to_string(),
+    }
+}
+
+/// Draws the trade-off figure on `root`.
+fn draw_tradeoff<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    rows: &[ResultRow],
+    title: &str,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for r in rows {
+        x0 = x0.min(r.kl_bpd);
+        x1 = x1.max(r.kl_bpd);
+        y0 = y0.min(r.nelbo_bpd);
+        y1 = y1.max(r.nelbo_bpd);
+    }
+    // Margins so that points and labels sit inside the axes.
+    let (dx, dy) = (((x1 - x0) * 0.15).max(1e-3), ((y1 - y0) * 0.15).max(1e-3));
+    // Enough decimals to tell the ticks apart.
+    let decimals = |span: f64| (2.0 - span.log10().floor()).clamp(2.0, 6.0) as usize;
+    let (xd, yd) = (decimals(x1 - x0 + 2.0 * dx), decimals(y1 - y0 + 2.0 * dy));
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d((x0 - dx)..(x1 + dx), (y0 - dy)..(y1 + dy))
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("VAE KL (bits/dim)")
+        .y_desc("test negative ELBO (bits/dim, lower is better)")
+        .axis_desc_style(("sans-serif", 16))
+        .label_style(("sans-serif", 13))
+        .x_label_formatter(&|v| format!("{v:.xd$}"))
+        .y_label_formatter(&|v| format!("{v:.yd$}"))
+        .draw()
+        .map_err(plot_err)?;
+    for (kind, color, name) in [
+        ("gd", GD_COLOR, "Gaussian dropout (GD)"),
+        ("vb", VB_COLOR, "variational bottleneck (VB)"),
+    ] {
+        let mut pts: Vec<&ResultRow> = rows.iter().filter(|r| r.kind == kind).collect();
+        if pts.is_empty() {
+            continue;
+        }
+        pts.sort_by(|a, b| a.strength.total_cmp(&b.strength));
+        let line: Vec<(f64, f64)> = pts.iter().map(|r| (r.kl_bpd, r.nelbo_bpd)).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+            .map_err(plot_err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(line.iter().map(|&p| Circle::new(p, 5, color.filled())))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(pts.iter().map(|r| {
+                Text::new(
+                    strength_label(r),
+                    (r.kl_bpd, r.nelbo_bpd),
+                    ("sans-serif", 13).into_font().color(&color),
+                )
+            }))
+            .map_err(plot_err)?;
+    }
+    let base: Vec<&ResultRow> = rows
+        .iter()
+        .filter(|r| r.kind == "none" || r.kind == "aux")
+        .collect();
+    if !base.is_empty() {
+        chart
+            .draw_series(
+                base.iter()
+                    .map(|r| TriangleMarker::new((r.kl_bpd, r.nelbo_bpd), 8, BASE_COLOR.filled())),
+            )
+            .map_err(plot_err)?
+            .label("baselines (none: no bottleneck; aux: auxiliary decoder)")
+            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, BASE_COLOR.filled()));
+        chart
+            .draw_series(base.iter().map(|r| {
+                Text::new(
+                    format!("  {}", strength_label(r)),
+                    (r.kl_bpd, r.nelbo_bpd),
+                    ("sans-serif", 13).into_font().color(&BASE_COLOR),
+                )
+            }))
+            .map_err(plot_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// Writes `tradeoff.svg` and `tradeoff.png` into `out`.
+pub fn tradeoff(rows: &[ResultRow], out: &Path, title: &str) -> Result<()> {
+    if rows.is_empty() {
+        return Err(Error::Data("results.csv has no runs to plot".into()));
+    }
+    register_font()?;
+    let (w, h) = (900u32, 650u32);
+    {
+        let svg = out.join("tradeoff.svg");
+        let root = SVGBackend::new(&svg, (w, h)).into_drawing_area();
+        draw_tradeoff(&root, rows, title)?;
+    }
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        draw_tradeoff(&root, rows, title)?;
+    }
+    crate::image::write_png(&out.join("tradeoff.png"), w as usize, h as usize, &rgb, 1)
+}
+
+/// A labelled panel: one row of sample images per entry, the label on its left.
+/// `rows` holds `(label, bytes [n, C, S, S])`.
+pub fn samples_panel(
+    rows: &[(String, Vec<u8>)],
+    n: usize,
+    channels: usize,
+    size: usize,
+    path: &Path,
+    title: &str,
+) -> Result<()> {
+    register_font()?;
+    let scale = 2usize;
+    let cell = size * scale + 4;
+    let label_w = 170usize;
+    let top = 40usize;
+    let (w, h) = (label_w + n * cell + 10, top + rows.len() * cell + 10);
+    let mut rgb = vec![255u8; w * h * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w as u32, h as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        root.draw(&Text::new(title.to_string(), (10, 10), ("sans-serif", 18)))
+            .map_err(plot_err)?;
+        let plane = size * size;
+        for (r, (label, bytes)) in rows.iter().enumerate() {
+            let y0 = top + r * cell;
+            root.draw(&Text::new(
+                label.clone(),
+                (10, (y0 + cell / 2 - 8) as i32),
+                ("sans-serif", 16),
+            ))
+            .map_err(plot_err)?;
+            for i in 0..n {
+                let x0 = label_w + i * cell;
+                let img = &bytes[i * channels * plane..(i + 1) * channels * plane];
+                for y in 0..size * scale {
+                    for x in 0..size * scale {
+                        let at = (y / scale) * size + x / scale;
+                        let px = |c: usize| img[if channels == 3 { c } else { 0 } * plane + at];
+                        root.draw_pixel(
+                            ((x0 + x) as i32, (y0 + y) as i32),
+                            &RGBColor(px(0), px(1), px(2)),
+                        )
+                        .map_err(plot_err)?;
+                    }
+                }
+            }
+        }
+        root.present().map_err(plot_err)?;
+    }
+    crate::image::write_png(path, w, h, &rgb, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: &str, strength: f64, nelbo: f64, kl: f64) -> ResultRow {
+        ResultRow {
+            kind: kind.into(),
+            strength,
+            nelbo_bpd: nelbo,
+            kl_bpd: kl,
+            run: format!("{kind}-{strength}"),
+        }
+    }
+
+    #[test]
+    fn tradeoff_figure_is_written_in_both_formats() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rows = vec![
+            row("gd", 0.015, 5.1, 0.01),
+            row("gd", 0.15, 5.0, 0.05),
+            row("vb", 0.02, 5.2, 0.02),
+            row("vb", 0.08, 5.15, 0.04),
+            row("none", 0.0, 5.3, 0.001),
+            row("aux", 1.0, 5.25, 0.08),
+        ];
+        tradeoff(&rows, tmp.path(), "test").unwrap();
+        let svg = std::fs::read_to_string(tmp.path().join("tradeoff.svg")).unwrap();
+        assert!(
+            svg.contains("VAE KL (bits/dim)") && svg.contains("p=0.15") && svg.contains("β=0.08")
+        );
+        let png = std::fs::read(tmp.path().join("tradeoff.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        // Not a blank page: the figure has dark pixels (text, axes) and coloured ones.
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut buf).unwrap();
+        let dark = buf
+            .chunks(3)
+            .filter(|p| p[0] < 80 && p[1] < 80 && p[2] < 80)
+            .count();
+        let blue = buf.chunks(3).filter(|p| p[2] > 150 && p[0] < 60).count();
+        assert!(dark > 1000 && blue > 100, "dark {dark}, blue {blue}");
+    }
+}
