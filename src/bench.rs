@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::hybrid::Hybrid;
 use crate::nn::Mode;
 use crate::optim::{Adam, AdamSettings};
+use crate::units::bits_per_dim_factor;
 
 /// Warm-up steps left out of the timing (as the reference).
 pub const WARMUP: usize = 3;
@@ -74,8 +75,7 @@ pub fn bench(
         sync(&ad);
         let t0 = Instant::now();
         let x = images_to_tensor(&bytes, shape, &ad);
-        let loss =
-            model.forward(x, Mode::Train).loss.mean() / (dims as f64 * std::f64::consts::LN_2);
+        let loss = model.forward(x, Mode::Train).loss.mean() * bits_per_dim_factor(dims);
         let loss_value = loss.clone().into_scalar::<f32>();
         let t1 = Instant::now();
         let grads = loss.backward();

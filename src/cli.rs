@@ -122,6 +122,79 @@ pub struct ParamsArgs {
     pub size: usize,
 }
 
+/// How long and how fast a run trains; shared by `train` and `sweep`.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleArgs {
+    /// Passes over the training set [default: 350, the paper's].
+    #[arg(long, conflicts_with = "steps")]
+    pub epochs: Option<u64>,
+    /// Optimizer steps, instead of epochs.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Images per step [default: the preset's: tiny 4, mini 16, small 16, paper 32].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Learning rate at the first step [default: 1e-4] ...
+    #[arg(long)]
+    pub lr_start: Option<f64>,
+    /// ... annealed exponentially to this at the last step [default: 4e-6].
+    #[arg(long)]
+    pub lr_end: Option<f64>,
+    /// Evaluate on the first N test images during training [default: all]; `eval` and a
+    /// sweep's final evaluation always use the whole test set.
+    #[arg(long)]
+    pub eval_images: Option<usize>,
+}
+
+impl ScheduleArgs {
+    /// Whether any of these flags was given.
+    pub fn any(&self) -> bool {
+        self.epochs.is_some()
+            || self.steps.is_some()
+            || self.batch.is_some()
+            || self.lr_start.is_some()
+            || self.lr_end.is_some()
+            || self.eval_images.is_some()
+    }
+
+    /// The flags again, as command-line arguments (for a sweep's `train` children).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push(flag.to_string());
+                out.push(v);
+            }
+        };
+        push("--epochs", self.epochs.map(|v| v.to_string()));
+        push("--steps", self.steps.map(|v| v.to_string()));
+        push("--batch", self.batch.map(|v| v.to_string()));
+        push("--lr-start", self.lr_start.map(|v| v.to_string()));
+        push("--lr-end", self.lr_end.map(|v| v.to_string()));
+        push("--eval-images", self.eval_images.map(|v| v.to_string()));
+        out
+    }
+
+    /// Applies the flags to a run's training config.
+    pub fn apply(&self, train: &mut TrainConfig) {
+        if let Some(e) = self.epochs {
+            train.epochs = e;
+        }
+        train.steps = self.steps;
+        if let Some(b) = self.batch {
+            train.batch = b;
+            train.eval_batch = 4 * b;
+        }
+        if let Some(v) = self.lr_start {
+            train.lr_start = v;
+        }
+        if let Some(v) = self.lr_end {
+            train.lr_end = v;
+        }
+        train.eval_images = self.eval_images;
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Model size: tiny, mini, small or paper.
@@ -137,21 +210,8 @@ pub struct TrainArgs {
     /// Run directory [default: runs/<preset>-<bottleneck>].
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// Passes over the training set [default: 350, the paper's].
-    #[arg(long, conflicts_with = "steps")]
-    pub epochs: Option<u64>,
-    /// Optimizer steps, instead of epochs.
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// Images per step [default: the preset's: tiny 4, small 16, paper 32].
-    #[arg(long)]
-    pub batch: Option<usize>,
-    /// Learning rate at the first step [default: 1e-4] ...
-    #[arg(long)]
-    pub lr_start: Option<f64>,
-    /// ... annealed exponentially to this at the last step [default: 4e-6].
-    #[arg(long)]
-    pub lr_end: Option<f64>,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
     /// Seed of the initialisation, the data order and all noise [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -161,9 +221,6 @@ pub struct TrainArgs {
     /// Also evaluate on the test set every N steps (always at each epoch's end).
     #[arg(long)]
     pub eval_every: Option<u64>,
-    /// Evaluate on the first N test images during training [default: all].
-    #[arg(long)]
-    pub eval_images: Option<usize>,
     /// Checkpoint at least every N minutes, besides each epoch's end [default: 10].
     #[arg(long)]
     pub checkpoint_minutes: Option<f64>,
@@ -280,21 +337,8 @@ pub struct SweepArgs {
     /// Baselines among none and aux (comma-separated; empty for none).
     #[arg(long, value_delimiter = ',', default_value = "none,aux")]
     pub baselines: Vec<String>,
-    /// Passes over the training set per run.
-    #[arg(long, conflicts_with = "steps")]
-    pub epochs: Option<u64>,
-    /// Optimizer steps per run, instead of epochs.
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// Images per step [default: the preset's].
-    #[arg(long)]
-    pub batch: Option<usize>,
-    /// Learning rate at the first step of each run [default: 1e-4] ...
-    #[arg(long)]
-    pub lr_start: Option<f64>,
-    /// ... annealed exponentially to this at its last step [default: 4e-6].
-    #[arg(long)]
-    pub lr_end: Option<f64>,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
     /// Data directory [default: $IBVAE_DATA, else ~/.cache/ibvae/cifar10].
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -310,10 +354,6 @@ pub struct SweepArgs {
     /// Seed of every run.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Evaluate on the first N test images during training [default: all]; the final
-    /// evaluation always uses the whole test set.
-    #[arg(long)]
-    pub eval_images: Option<usize>,
     /// cpu or vulkan.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -533,25 +573,11 @@ fn experiment_from_flags(args: &TrainArgs, data: PathBuf) -> Result<ExperimentCo
         model.downsamples = d;
     }
     let mut train = TrainConfig::for_preset(&args.preset, data)?;
-    if let Some(e) = args.epochs {
-        train.epochs = e;
-    }
-    train.steps = args.steps;
-    if let Some(b) = args.batch {
-        train.batch = b;
-        train.eval_batch = 4 * b;
-    }
-    if let Some(v) = args.lr_start {
-        train.lr_start = v;
-    }
-    if let Some(v) = args.lr_end {
-        train.lr_end = v;
-    }
+    args.schedule.apply(&mut train);
     if let Some(v) = args.seed {
         train.seed = v;
     }
     train.eval_every = args.eval_every;
-    train.eval_images = args.eval_images;
     if let Some(v) = args.checkpoint_minutes {
         train.checkpoint_minutes = v;
     }
@@ -566,14 +592,9 @@ fn experiment_from_flags(args: &TrainArgs, data: PathBuf) -> Result<ExperimentCo
 
 /// Whether any flag that defines the experiment was given (resuming takes none).
 fn experiment_flags_given(args: &TrainArgs) -> bool {
-    args.epochs.is_some()
-        || args.steps.is_some()
-        || args.batch.is_some()
-        || args.lr_start.is_some()
-        || args.lr_end.is_some()
+    args.schedule.any()
         || args.seed.is_some()
         || args.eval_every.is_some()
-        || args.eval_images.is_some()
         || args.checkpoint_minutes.is_some()
         || args.ema_decay.is_some()
         || args.downsamples.is_some()

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::bottleneck::BottleneckSpec;
 use crate::data::{Batches, ImageSet, images_to_tensor};
 use crate::hybrid::Hybrid;
-use crate::info::{BoundAccumulator, to_bits};
+use crate::info::BoundAccumulator;
 use crate::nn::Mode;
-use crate::units::bits_per_dim;
+use crate::units::{bits_per_dim, nats_to_bits};
 
 /// Theorem 1's bound for the GD layer, measured on the test set's `v`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,7 +108,7 @@ pub fn evaluate(
     let gd_bound = gd_sigma.map(|sigma| {
         let per_dim_bits: Vec<f64> = bound_acc
             .iter()
-            .map(|a| to_bits(a.gd_bound(sigma)))
+            .map(|a| nats_to_bits(a.gd_bound(sigma)))
             .collect();
         let total: f64 = per_dim_bits.iter().sum();
         GdBound {

@@ -14,7 +14,7 @@
 //! `Y = X + n`, `n ~ N(0, sigma_n^2)`, has capacity bound `0.5 log(1 + V / sigma_n^2)`,
 //! which grows with the scale of `X`.
 
-use std::f64::consts::{LN_2, PI};
+use std::f64::consts::PI;
 
 /// The noise standard deviation of Gaussian dropout with rate `p`: `sqrt(p / (1 - p))`.
 pub fn gd_sigma(rate: f64) -> f64 {
@@ -90,11 +90,6 @@ pub fn additive_bound(samples: &[f64], sigma_n: f64) -> f64 {
     let mut acc = BoundAccumulator::default();
     acc.extend(samples.iter().copied());
     acc.additive_bound(sigma_n)
-}
-
-/// Nats to bits.
-pub fn to_bits(nats: f64) -> f64 {
-    nats / LN_2
 }
 
 /// The exact `I(X; Y)` in nats for `X` uniform on `values` (non-zero, repeats count as

@@ -91,24 +91,7 @@ fn train_command(
         .args(["--threads", &threads.to_string()])
         .args(["--seed", &args.seed.to_string()])
         .args(["--device", &args.device]);
-    if let Some(e) = args.epochs {
-        cmd.args(["--epochs", &e.to_string()]);
-    }
-    if let Some(s) = args.steps {
-        cmd.args(["--steps", &s.to_string()]);
-    }
-    if let Some(b) = args.batch {
-        cmd.args(["--batch", &b.to_string()]);
-    }
-    if let Some(v) = args.lr_start {
-        cmd.args(["--lr-start", &v.to_string()]);
-    }
-    if let Some(v) = args.lr_end {
-        cmd.args(["--lr-end", &v.to_string()]);
-    }
-    if let Some(n) = args.eval_images {
-        cmd.args(["--eval-images", &n.to_string()]);
-    }
+    cmd.args(args.schedule.to_args());
     if run.join("config.json").exists() {
         cmd.arg("--resume");
     }

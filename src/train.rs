@@ -16,14 +16,14 @@ use burn::prelude::*;
 use serde_json::json;
 
 use crate::config::ExperimentConfig;
-use crate::data::{self, Batches, Dataset, images_to_tensor};
+use crate::data::{Batches, Dataset, images_to_tensor};
 use crate::error::{Error, Result};
 use crate::evaluate::{EvalReport, evaluate};
 use crate::hybrid::Hybrid;
 use crate::nn::Mode;
 use crate::optim::{Adam, Ema, exponential_lr};
 use crate::run::{EpochSums, RunDir, TrainState};
-use crate::units::bits_per_dim;
+use crate::units::{bits_per_dim, bits_per_dim_factor};
 
 /// How `train` was asked to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +156,8 @@ pub fn train(
     let bar = progress_bar(session.progress, total_steps, state.step);
     let mut last_eval = None;
     let mut last_checkpoint = Instant::now();
+    // Without a terminal (a log file, a sweep), a plain line about once a minute.
+    let mut last_log = Instant::now();
     let mut session_steps = 0u64;
     let mut order_epoch = u64::MAX;
     let mut order = Batches::sequential(0, 1);
@@ -175,7 +177,7 @@ pub fn train(
         let terms = model.forward(x, Mode::Train);
         // Optimise the batch mean of the per-image loss in bits/dim (Adam is scale-free;
         // this keeps the logged loss readable).
-        let loss = terms.loss.clone().mean() / (dims as f64 * std::f64::consts::LN_2);
+        let loss = terms.loss.clone().mean() * bits_per_dim_factor(dims);
         let loss_value = loss.clone().into_scalar::<f32>() as f64;
         if !loss_value.is_finite() {
             bar.abandon();
@@ -209,6 +211,15 @@ pub fn train(
             bits_per_dim(s.nelbo / s.images as f64, dims),
             s.images as f64 / s.seconds.max(1e-9)
         ));
+        if !session.progress && last_log.elapsed().as_secs_f64() >= 60.0 {
+            eprintln!(
+                "step {}/{total_steps} epoch {epoch}: train {:.4} bpd, {:.1} img/s, lr {lr:.2e}",
+                state.step,
+                bits_per_dim(s.nelbo / s.images as f64, dims),
+                s.images as f64 / s.seconds.max(1e-9)
+            );
+            last_log = Instant::now();
+        }
         // ---- evaluation and checkpoint cadence
         let epoch_end = state.step.is_multiple_of(steps_per_epoch) || state.step == total_steps;
         let eval_due = epoch_end || tc.eval_every.is_some_and(|k| state.step.is_multiple_of(k));
@@ -372,11 +383,6 @@ fn progress_bar(show: bool, total: u64, at: u64) -> indicatif::ProgressBar {
     );
     bar.set_position(at);
     bar
-}
-
-/// Loads the data set named in `config`.
-pub fn load_data(config: &ExperimentConfig) -> Result<Dataset> {
-    data::load(&config.train.data)
 }
 
 #[cfg(test)]

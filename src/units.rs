@@ -3,7 +3,12 @@
 /// Converts a negative log-likelihood (or any information quantity) of one image, in
 /// nats, to bits per sub-pixel: `nats / (D ln 2)` with `D = C * H * W` (SPEC section 5).
 pub fn bits_per_dim(nats: f64, dims: usize) -> f64 {
-    nats / (dims as f64 * std::f64::consts::LN_2)
+    nats * bits_per_dim_factor(dims)
+}
+
+/// The factor `1 / (D ln 2)` of [`bits_per_dim`], for multiplying a tensor of nats.
+pub fn bits_per_dim_factor(dims: usize) -> f64 {
+    1.0 / (dims as f64 * std::f64::consts::LN_2)
 }
 
 /// Nats to bits.
