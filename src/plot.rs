@@ -34,7 +34,7 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
 fn strength_label(row: &ResultRow) -> String {
     match row.kind.as_str() {
         "gd" => format!("p={}", row.strength),
-        "vb" => format!("β={}", row.strength),
+        "vb" => format!("beta={}", row.strength),
         "aux" if row.strength != 1.0 => format!("aux ({})", row.strength),
         other => other.to_string(),
     }
@@ -182,7 +182,7 @@ pub fn samples_panel(
     register_font()?;
     let scale = 2usize;
     let cell = size * scale + 4;
-    let label_w = 170usize;
+    let label_w = 250usize;
     let top = 40usize;
     let (w, h) = (label_w + n * cell + 10, top + rows.len() * cell + 10);
     let mut rgb = vec![255u8; w * h * 3];
@@ -249,7 +249,9 @@ mod tests {
         tradeoff(&rows, tmp.path(), "test").unwrap();
         let svg = std::fs::read_to_string(tmp.path().join("tradeoff.svg")).unwrap();
         assert!(
-            svg.contains("VAE KL (bits/dim)") && svg.contains("p=0.15") && svg.contains("β=0.08")
+            svg.contains("VAE KL (bits/dim)")
+                && svg.contains("p=0.15")
+                && svg.contains("beta=0.08")
         );
         let png = std::fs::read(tmp.path().join("tradeoff.png")).unwrap();
         assert_eq!(&png[1..4], b"PNG");

@@ -544,7 +544,7 @@ fn a_sweep_of_three_runs_resumes_plots_and_samples() {
         assert!(figs.join(f).exists(), "{f} missing");
     }
     let svg = std::fs::read_to_string(figs.join("tradeoff.svg")).unwrap();
-    assert!(svg.contains("p=0.3") && svg.contains("β=0.1") && svg.contains("none"));
+    assert!(svg.contains("p=0.3") && svg.contains("beta=0.1") && svg.contains("none"));
     // A sample grid of one run.
     let grid = tmp.path().join("grid.png");
     run_ok(&[
