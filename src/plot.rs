@@ -63,7 +63,8 @@ where
         y1 = y1.max(r.nelbo_bpd);
     }
     // Margins so that points and labels sit inside the axes.
-    let (dx, dy) = (((x1 - x0) * 0.15).max(1e-3), ((y1 - y0) * 0.15).max(1e-3));
+    // Room for the labels, which sit to the right of their points.
+    let (dx, dy) = (((x1 - x0) * 0.2).max(1e-3), ((y1 - y0) * 0.12).max(1e-3));
     // Enough decimals to tell the ticks apart.
     let decimals = |span: f64| (2.0 - span.log10().floor()).clamp(2.0, 6.0) as usize;
     let (xd, yd) = (decimals(x1 - x0 + 2.0 * dx), decimals(y1 - y0 + 2.0 * dy));
@@ -106,11 +107,13 @@ where
             .map_err(plot_err)?;
         chart
             .draw_series(pts.iter().map(|r| {
-                Text::new(
-                    strength_label(r),
-                    (r.kl_bpd, r.nelbo_bpd),
-                    ("sans-serif", 13).into_font().color(&color),
-                )
+                // The label sits a few pixels right of and above its point.
+                EmptyElement::at((r.kl_bpd, r.nelbo_bpd))
+                    + Text::new(
+                        strength_label(r),
+                        (8, -16),
+                        ("sans-serif", 13).into_font().color(&color),
+                    )
             }))
             .map_err(plot_err)?;
     }
@@ -129,11 +132,12 @@ where
             .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, BASE_COLOR.filled()));
         chart
             .draw_series(base.iter().map(|r| {
-                Text::new(
-                    format!("  {}", strength_label(r)),
-                    (r.kl_bpd, r.nelbo_bpd),
-                    ("sans-serif", 13).into_font().color(&BASE_COLOR),
-                )
+                EmptyElement::at((r.kl_bpd, r.nelbo_bpd))
+                    + Text::new(
+                        strength_label(r),
+                        (10, -16),
+                        ("sans-serif", 13).into_font().color(&BASE_COLOR),
+                    )
             }))
             .map_err(plot_err)?;
     }
@@ -142,7 +146,7 @@ where
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(plot_err)?;
     root.present().map_err(plot_err)?;
