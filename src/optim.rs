@@ -251,96 +251,53 @@ mod tests {
         use crate::nn::Mode;
         let device = crate::backend::cpu().autodiff();
         let mut model = Hybrid::new(&ModelConfig::tiny(), &device).unwrap();
-        let x = Tensor::<4>::zeros([1, 3, 32, 32], &device);
-        let bias_before: Vec<f32> = model
-            .mix
-            .out
-            .bias
-            .as_ref()
-            .unwrap()
-            .val()
-            .inner()
-            .into_data()
-            .try_into_vec()
-            .unwrap();
-        let loss = model.forward(x, Mode::Eval).loss.sum();
-        let grads = loss.backward();
-        let g: Vec<f32> = model
-            .mix
-            .out
-            .bias
-            .as_ref()
-            .unwrap()
-            .val()
-            .grad(&grads)
-            .unwrap()
-            .into_data()
-            .try_into_vec()
-            .unwrap();
+        let bias = |m: &Hybrid| {
+            m.mix
+                .out
+                .bias
+                .as_ref()
+                .expect("the mixing network has a bias")
+                .val()
+        };
+        let host = |t: Tensor<1>| -> Vec<f64> {
+            t.into_data()
+                .convert::<f64>()
+                .try_into_vec::<f64>()
+                .unwrap()
+        };
+        let grads_of = |m: &Hybrid| {
+            let x = Tensor::<4>::zeros([1, 3, 32, 32], &device);
+            m.forward(x, Mode::Eval).loss.sum().backward()
+        };
+        let (lr, eps) = (1e-3, 1e-8);
         let mut adam = Adam::new(AdamSettings::default());
-        let lr = 1e-3;
+        let before = host(bias(&model).inner());
+        let grads = grads_of(&model);
+        let g1 = host(bias(&model).grad(&grads).unwrap());
         adam.step(&mut model, &grads, lr);
-        let after: Vec<f32> = model
-            .mix
-            .out
-            .bias
-            .as_ref()
-            .unwrap()
-            .val()
-            .inner()
-            .into_data()
-            .try_into_vec()
-            .unwrap();
-        // First step: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps).
-        for i in 0..g.len() {
-            let (w, gi) = (bias_before[i] as f64, g[i] as f64);
-            let want = w - lr * gi / (gi.abs() + 1e-8);
+        let after1 = host(bias(&model).inner());
+        assert!(bias(&model).is_require_grad());
+        let grads = grads_of(&model);
+        let g2 = host(bias(&model).grad(&grads).unwrap());
+        adam.step(&mut model, &grads, lr);
+        let after2 = host(bias(&model).inner());
+        for i in 0..g1.len() {
+            // First step: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps).
+            let want1 = before[i] - lr * g1[i] / (g1[i].abs() + eps);
             assert!(
-                (after[i] as f64 - want).abs() < 1e-6,
-                "{i}: {} vs {want}",
-                after[i]
+                (after1[i] - want1).abs() < 1e-6,
+                "{i}: {} vs {want1}",
+                after1[i]
             );
-        }
-        assert!(model.mix.out.bias.as_ref().unwrap().val().is_require_grad());
-        // Second step with the same gradient in float64 by hand.
-        let grads2 = model
-            .forward(Tensor::<4>::zeros([1, 3, 32, 32], &device), Mode::Eval)
-            .loss
-            .sum()
-            .backward();
-        let g2: Vec<f32> = model
-            .mix
-            .out
-            .bias
-            .as_ref()
-            .unwrap()
-            .val()
-            .grad(&grads2)
-            .unwrap()
-            .into_data()
-            .try_into_vec()
-            .unwrap();
-        adam.step(&mut model, &grads2, lr);
-        let after2: Vec<f32> = model
-            .mix
-            .out
-            .bias
-            .as_ref()
-            .unwrap()
-            .val()
-            .inner()
-            .into_data()
-            .try_into_vec()
-            .unwrap();
-        for i in 0..g.len() {
-            let (g1, g2) = (g[i] as f64, g2[i] as f64);
-            let m = 0.9 * 0.1 * g1 + 0.1 * g2;
-            let v = 0.999 * 0.001 * g1 * g1 + 0.001 * g2 * g2;
-            let step = lr * (m / (1.0 - 0.81)) / ((v / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
-            let want = after[i] as f64 - step;
+            // Second step: the moments of both gradients with their bias corrections.
+            let m = 0.9 * 0.1 * g1[i] + 0.1 * g2[i];
+            let v = 0.999 * 0.001 * g1[i] * g1[i] + 0.001 * g2[i] * g2[i];
+            let step =
+                lr * (m / (1.0 - 0.9f64.powi(2))) / ((v / (1.0 - 0.999f64.powi(2))).sqrt() + eps);
+            let want2 = after1[i] - step;
             assert!(
-                (after2[i] as f64 - want).abs() < 1e-6,
-                "{i}: {} vs {want}",
+                (after2[i] - want2).abs() < 1e-6,
+                "{i}: {} vs {want2}",
                 after2[i]
             );
         }
