@@ -280,6 +280,13 @@ fn eval_reproduces_the_last_logged_test_figure_and_the_run_refuses_overwrites() 
     );
 }
 
+/// `ibvae train --preset tiny --data DATA --run RUN` followed by `extra`.
+fn train_tiny<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["train", "--preset", "tiny", "--data", data, "--run", run];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -288,43 +295,17 @@ fn bad_input_is_a_clear_error() {
     let run = tmp.path().join("r");
     let run_s = run.to_str().unwrap();
     // A rate outside [0, 1).
-    let err = run_err(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--bottleneck",
-        "gd:1.2",
-        "--data",
-        data_s,
-        "--run",
-        run_s,
-    ]);
+    let err = run_err(&train_tiny(data_s, run_s, &["--bottleneck", "gd:1.2"]));
     assert!(err.contains("[0, 1)"), "{err}");
     assert!(!run.exists(), "nothing is written for a bad flag");
     // A missing data directory.
-    let err = run_err(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        "/nonexistent/x",
-        "--run",
-        run_s,
-    ]);
+    let err = run_err(&train_tiny("/nonexistent/x", run_s, &[]));
     assert!(err.contains("ibvae download"), "{err}");
     // A truncated data file.
     let trunc = tmp.path().join("trunc");
     std::fs::create_dir_all(&trunc).unwrap();
     std::fs::write(trunc.join("test_batch.bin"), vec![0u8; 3073 * 2 - 100]).unwrap();
-    let err = run_err(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        trunc.to_str().unwrap(),
-        "--run",
-        run_s,
-    ]);
+    let err = run_err(&train_tiny(trunc.to_str().unwrap(), run_s, &[]));
     assert!(
         err.contains("test_batch.bin") && err.contains("3073"),
         "{err}"
@@ -343,48 +324,26 @@ fn bad_input_is_a_clear_error() {
         b.extend(std::iter::repeat_n(7u8, (n * 784) as usize));
         std::fs::write(idx.join(name), b).unwrap();
     }
-    let err = run_err(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        idx.to_str().unwrap(),
-        "--run",
-        run_s,
-    ]);
+    let idx_s = idx.to_str().unwrap();
+    let err = run_err(&train_tiny(idx_s, run_s, &[]));
     assert!(
         err.contains("28x28") && err.contains("--downsamples 2"),
         "{err}"
     );
     // ... which train with --downsamples 2.
-    run_ok(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        idx.to_str().unwrap(),
-        "--run",
+    run_ok(&train_tiny(
+        idx_s,
         run_s,
-        "--steps",
-        "2",
-        "--downsamples",
-        "2",
-    ]);
+        &["--steps", "2", "--downsamples", "2"],
+    ));
     // A checkpoint from another architecture.
     let other = tmp.path().join("other");
-    run_ok(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--bottleneck",
-        "vb:0.1",
-        "--data",
+    let other_s = other.to_str().unwrap();
+    run_ok(&train_tiny(
         data_s,
-        "--run",
-        other.to_str().unwrap(),
-        "--steps",
-        "1",
-    ]);
+        other_s,
+        &["--bottleneck", "vb:0.1", "--steps", "1"],
+    ));
     std::fs::copy(
         other.join("checkpoint.safetensors"),
         run.join("checkpoint.safetensors"),
