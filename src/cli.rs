@@ -221,6 +221,9 @@ pub struct TrainArgs {
     /// Also evaluate on the test set every N steps (always at each epoch's end).
     #[arg(long)]
     pub eval_every: Option<u64>,
+    /// Evaluate the untrained model first: a step-0 line in metrics.jsonl to compare with.
+    #[arg(long)]
+    pub eval_first: bool,
     /// Checkpoint at least every N minutes, besides each epoch's end [default: 10].
     #[arg(long)]
     pub checkpoint_minutes: Option<f64>,
@@ -578,6 +581,7 @@ fn experiment_from_flags(args: &TrainArgs, data: PathBuf) -> Result<ExperimentCo
         train.seed = v;
     }
     train.eval_every = args.eval_every;
+    train.eval_first = args.eval_first;
     if let Some(v) = args.checkpoint_minutes {
         train.checkpoint_minutes = v;
     }
@@ -595,6 +599,7 @@ fn experiment_flags_given(args: &TrainArgs) -> bool {
     args.schedule.any()
         || args.seed.is_some()
         || args.eval_every.is_some()
+        || args.eval_first
         || args.checkpoint_minutes.is_some()
         || args.ema_decay.is_some()
         || args.downsamples.is_some()

@@ -248,6 +248,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Evaluate on the test set every this many steps, in addition to each epoch's end.
     pub eval_every: Option<u64>,
+    /// Evaluate the untrained model on the test set before the first step, as a step-0
+    /// line of `metrics.jsonl`: the baseline a run's progress is measured from.
+    #[serde(default)]
+    pub eval_first: bool,
     /// Evaluate on at most this many test images during training (all of them when
     /// unset); `ibvae eval` always uses the whole test set.
     pub eval_images: Option<usize>,
@@ -273,6 +277,7 @@ impl TrainConfig {
             adam: crate::optim::AdamSettings::default(),
             seed: 0,
             eval_every: None,
+            eval_first: false,
             eval_images: None,
             checkpoint_minutes: 10.0,
             ema_decay: None,

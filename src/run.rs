@@ -235,6 +235,15 @@ impl RunDir {
         write_atomic_str(&self.metrics_path(), &text)
     }
 
+    /// Drops every metric line (a run with no checkpoint starts its log afresh).
+    pub fn clear_metrics(&self) -> Result<()> {
+        let path = self.metrics_path();
+        if path.exists() {
+            std::fs::remove_file(&path).at(&path)?;
+        }
+        Ok(())
+    }
+
     /// Removes everything a run wrote (for `--force`).
     pub fn clear(&self) -> Result<()> {
         for p in [

@@ -144,6 +144,8 @@ pub fn train(
         }
         state = saved;
         run.truncate_metrics_after(state.step)?;
+    } else {
+        run.clear_metrics()?;
     }
     if state.step >= total_steps {
         state.finished = true;
@@ -161,6 +163,36 @@ pub fn train(
     let mut session_steps = 0u64;
     let mut order_epoch = u64::MAX;
     let mut order = Batches::sequential(0, 1);
+    // ---- the untrained model's test figure, once, with a checkpoint so it is not redone
+    if tc.eval_first && state.step == 0 && state.best_test_nelbo_bpd.is_none() {
+        let report = evaluate(
+            &model.valid(),
+            &data.test,
+            tc.eval_images,
+            tc.eval_batch,
+            tc.seed,
+            1,
+            &plain,
+        );
+        say(
+            &bar,
+            format!(
+                "step 0: test {:.4} bpd (KL {:.4}, recon {:.4}) before training",
+                report.nelbo_bpd, report.kl_bpd, report.recon_bpd
+            ),
+        );
+        run.append_metrics(&json!({
+            "step": 0,
+            "epoch": 0,
+            "epoch_end": false,
+            "lr": tc.lr_start,
+            "wall_s": 0.0,
+            "test": &report,
+        }))?;
+        state.best_test_nelbo_bpd = Some(report.nelbo_bpd);
+        run.save_checkpoint(config, &model, Some(&adam), ema.as_ref(), &state)?;
+        last_eval = Some(report);
+    }
     // ---- the loop
     while state.step < total_steps {
         let step = state.step;
@@ -252,15 +284,18 @@ pub fn train(
                 .map_or(report.nelbo_bpd, |b| b.min(report.nelbo_bpd));
             state.best_test_nelbo_bpd = Some(best);
             let line = metrics_line(&state, epoch, epoch_end, lr, dims, &report);
-            bar.println(format!(
-                "step {} epoch {}: train {:.4} bpd, test {:.4} bpd (KL {:.4}, recon {:.4})",
-                state.step,
-                epoch + u64::from(epoch_end),
-                bits_per_dim(s.nelbo / s.images as f64, dims),
-                report.nelbo_bpd,
-                report.kl_bpd,
-                report.recon_bpd
-            ));
+            say(
+                &bar,
+                format!(
+                    "step {} epoch {}: train {:.4} bpd, test {:.4} bpd (KL {:.4}, recon {:.4})",
+                    state.step,
+                    epoch + u64::from(epoch_end),
+                    bits_per_dim(s.nelbo / s.images as f64, dims),
+                    report.nelbo_bpd,
+                    report.kl_bpd,
+                    report.recon_bpd
+                ),
+            );
             run.append_metrics(&line)?;
             last_eval = Some(report);
         }
@@ -368,6 +403,15 @@ fn metrics_line(
         "wall_s": state.elapsed_s,
         "test": test,
     })
+}
+
+/// A line above the progress bar, or on stderr when there is no bar (a log file).
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 fn progress_bar(show: bool, total: u64, at: u64) -> indicatif::ProgressBar {

@@ -288,6 +288,69 @@ fn train_tiny<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str
 }
 
 #[test]
+fn eval_first_logs_the_untrained_model_once_across_a_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let (data, run) = (data.to_str().unwrap(), tmp.path().join("r"));
+    let run_s = run.to_str().unwrap();
+    let args = train_tiny(data, run_s, &["--steps", "3", "--eval-first"]);
+    let mut first = args.clone();
+    first.extend(["--stop-after", "1"]);
+    run_ok(&first);
+    run_ok(&["train", "--run", run_s, "--resume", "--threads", "1"]);
+    let steps: Vec<u64> = metrics(&run)
+        .iter()
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [0, 3]);
+    let untrained = &metrics(&run)[0]["test"];
+    assert!(untrained["nelbo_bpd"].as_f64().unwrap().is_finite());
+    assert_eq!(untrained["images"].as_u64().unwrap(), 12);
+}
+
+/// A disk that fills up while a checkpoint is written: the file-size limit makes the
+/// write fail part-way (with SIGXFSZ ignored, as a full disk would fail it).
+#[cfg(unix)]
+#[test]
+fn a_failed_checkpoint_write_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let (data, run) = (data.to_str().unwrap(), tmp.path().join("r"));
+    let run_s = run.to_str().unwrap();
+    let mut first = train_tiny(data, run_s, &["--steps", "3", "--threads", "1"]);
+    first.extend(["--stop-after", "1"]);
+    run_ok(&first);
+    let checkpoint = run.join("checkpoint.safetensors");
+    let before = std::fs::read(&checkpoint).unwrap();
+    let limit_kib = before.len() / 2048;
+    let script = format!(
+        "trap '' XFSZ; ulimit -f {limit_kib}; exec \"$0\" train --run \"$1\" --resume --threads 1"
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_ibvae"), run_s])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the save should have failed: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "a panic instead of an error: {err}"
+    );
+    assert!(err.contains("could not save"), "{err}");
+    assert!(err.contains("untouched"), "{err}");
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    // With room again, the run resumes and finishes.
+    run_ok(&["train", "--run", run_s, "--resume", "--threads", "1"]);
+    assert_eq!(metrics(&run).last().unwrap()["step"].as_u64(), Some(3));
+}
+
+#[test]
 fn bad_input_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let data = mini_cifar(tmp.path());
