@@ -2,18 +2,24 @@
 //! its form.
 
 use burn::prelude::*;
+use burn::tensor::activation::relu;
 
-/// `log(1 + e^t)`, exactly and without overflow: `max(t, 0) + log1p(e^-|t|)`. (PyTorch's
-/// `softplus` switches to the identity above 20; the reference does not, nor do we.)
+/// `log(1 + e^t)`, exactly and without overflow: `max(t, 0) + log1p(e^-|t|)`, with
+/// `max(t, 0)` written `(t + |t|) / 2` so that the gradient at 0 is 1/2, as the smooth
+/// function's. (PyTorch's `softplus` switches to the identity above 20; the reference
+/// does not, nor do we.)
 pub fn softplus<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    t.clone().clamp_min(0.0) + t.abs().neg().exp().log1p()
+    let a = t.clone().abs();
+    (t + a.clone()) * 0.5 + a.neg().exp().log1p()
 }
 
-/// ELU with `alpha = 1`, written as `max(x, 0) + exp(min(x, 0)) - 1` so that `exp` never
-/// sees a large positive input (the `mask_where` form computes `exp(x)` everywhere, and
-/// an infinite value there turns the gradient into NaN).
+/// ELU with `alpha = 1`, written as `x + n + exp(-n) - 1` with `n = relu(-x)`: `exp`
+/// never sees a positive input (the `mask_where` form computes `exp(x)` everywhere, and
+/// an infinite value there turns the gradient into NaN), `relu` and its gradient are
+/// single passes, and the gradient at 0 is 1, as PyTorch's.
 pub fn elu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp() - 1.0
+    let n = relu(x.clone().neg());
+    x + n.clone() + n.neg().exp() - 1.0
 }
 
 /// ELU of `[x, -x]` along the channels: doubles the channel count (`concat_elu` in nn.py).
@@ -114,10 +120,62 @@ mod tests {
         for (g, w) in sp.iter().zip(want) {
             assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
         }
+        // The gradient is the logistic function, 1/2 at 0.
+        let ad = crate::backend::cpu().autodiff();
+        let x = Tensor::<1>::from_floats([-3.0, 0.0, 2.0], &ad).require_grad();
+        let grads = softplus(x.clone()).sum().backward();
+        let g = vals(x.grad(&grads).unwrap());
+        for (g, t) in g.iter().zip([-3f64, 0.0, 2.0]) {
+            let want = 1.0 / (1.0 + (-t).exp());
+            assert!(
+                (*g as f64 - want).abs() < 1e-6,
+                "softplus'({t}) = {g}, want {want}"
+            );
+        }
         let e = vals(elu(t));
         let want = [(-100f64).exp() - 1.0, (-1f64).exp() - 1.0, 0.0, 2.0, 100.0];
         for (g, w) in e.iter().zip(want) {
             assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
+        }
+    }
+
+    /// Values and gradients by hand: `elu(t) = t` for `t > 0`, else `e^t - 1`, with
+    /// derivative 1, else `e^t` (1 at 0, from both sides); finite at +-100.
+    #[test]
+    fn concat_elu_values_and_gradients_by_hand() {
+        let d = crate::backend::cpu().autodiff();
+        let xs = [-100.0f64, -1.0, 0.0, 0.5, 100.0];
+        let x = Tensor::<1>::from_floats(xs.map(|v| v as f32), &d)
+            .reshape([1, 5, 1, 1])
+            .require_grad();
+        let y = concat_elu(x.clone());
+        let elu_ref = |t: f64| if t > 0.0 { t } else { t.exp() - 1.0 };
+        let grad_ref = |t: f64| if t > 0.0 { 1.0 } else { t.exp() };
+        let got = vals(y.clone().inner());
+        for (i, &t) in xs.iter().enumerate() {
+            assert!((got[i] as f64 - elu_ref(t)).abs() < 1e-6, "elu({t})");
+            assert!((got[i + 5] as f64 - elu_ref(-t)).abs() < 1e-6, "elu(-{t})");
+        }
+        // d/dx sum(w1 * elu(x) + w2 * elu(-x)) = w1 elu'(x) - w2 elu'(-x)
+        let (w1, w2) = (1.0, 3.0);
+        let w = Tensor::<1>::from_floats(
+            [w1; 5]
+                .into_iter()
+                .chain([w2; 5])
+                .collect::<Vec<f32>>()
+                .as_slice(),
+            &d,
+        )
+        .reshape([1, 10, 1, 1]);
+        let grads = (y * w).sum().backward();
+        let g = vals(x.grad(&grads).unwrap());
+        for (i, &t) in xs.iter().enumerate() {
+            let want = w1 as f64 * grad_ref(t) - w2 as f64 * grad_ref(-t);
+            assert!(
+                (g[i] as f64 - want).abs() < 1e-6,
+                "gradient at {t}: {} vs {want}",
+                g[i]
+            );
         }
     }
 
