@@ -74,6 +74,9 @@ pub struct VerifyTorchArgs {
     /// Print one JSON object (per-image figures and the largest relative errors).
     #[arg(long)]
     pub json: bool,
+    /// cpu or vulkan: the GPU backend checked against the same numbers.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]
@@ -523,7 +526,8 @@ fn run_params(args: ParamsArgs) -> Result<()> {
 }
 
 fn run_verify_torch(args: VerifyTorchArgs) -> Result<()> {
-    let v = crate::torch::verify(&args.file, &crate::backend::cpu())?;
+    let device = crate::backend::device(args.device.parse()?)?;
+    let v = crate::torch::verify(&args.file, &device)?;
     if args.json {
         println!(
             "{}",
