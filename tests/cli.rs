@@ -432,6 +432,19 @@ fn a_reference_export_becomes_a_run_that_evaluates_and_samples() {
         data.to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("64122 parameters"));
+    let out = run_ok(&[
+        "verify-torch",
+        fixture.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        check["max_rel_error"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+    );
     let out = run_ok(&["eval", "--run", run_s, "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["aux_nll_bpd"].as_f64().unwrap() > 0.0);
