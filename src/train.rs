@@ -165,15 +165,7 @@ pub fn train(
     let mut order = Batches::sequential(0, 1);
     // ---- the untrained model's test figure, once, with a checkpoint so it is not redone
     if tc.eval_first && state.step == 0 && state.best_test_nelbo_bpd.is_none() {
-        let report = evaluate(
-            &model.valid(),
-            &data.test,
-            tc.eval_images,
-            tc.eval_batch,
-            tc.seed,
-            1,
-            &plain,
-        );
+        let report = test_report(&model, ema.as_ref(), data, tc, &plain);
         say(
             &bar,
             format!(
@@ -256,19 +248,7 @@ pub fn train(
         let epoch_end = state.step.is_multiple_of(steps_per_epoch) || state.step == total_steps;
         let eval_due = epoch_end || tc.eval_every.is_some_and(|k| state.step.is_multiple_of(k));
         if eval_due {
-            let eval_model = match &ema {
-                Some(e) => e.apply_to(&model),
-                None => model.valid(),
-            };
-            let report = evaluate(
-                &eval_model,
-                &data.test,
-                tc.eval_images,
-                tc.eval_batch,
-                tc.seed,
-                1,
-                &plain,
-            );
+            let report = test_report(&model, ema.as_ref(), data, tc, &plain);
             if !report.nelbo_bpd.is_finite() {
                 bar.abandon();
                 return Err(Error::Training(format!(
@@ -403,6 +383,30 @@ fn metrics_line(
         "wall_s": state.elapsed_s,
         "test": test,
     })
+}
+
+/// The test evaluation during training: on the Polyak average when there is one, on the
+/// first `eval_images` test images, with the run's seed for the `z` draws.
+fn test_report(
+    model: &Hybrid,
+    ema: Option<&Ema>,
+    data: &Dataset,
+    tc: &crate::config::TrainConfig,
+    device: &Device,
+) -> EvalReport {
+    let eval_model = match ema {
+        Some(e) => e.apply_to(model),
+        None => model.valid(),
+    };
+    evaluate(
+        &eval_model,
+        &data.test,
+        tc.eval_images,
+        tc.eval_batch,
+        tc.seed,
+        1,
+        device,
+    )
 }
 
 /// A line above the progress bar, or on stderr when there is no bar (a log file).

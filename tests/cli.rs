@@ -79,6 +79,13 @@ fn train_args<'a>(data: &'a str, run: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// `ibvae train --preset tiny --data DATA --run RUN` followed by `extra`.
+fn train_tiny<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["train", "--preset", "tiny", "--data", data, "--run", run];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// The weights, optimizer and average state of a checkpoint, by name.
 fn checkpoint_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
     let file = TensorFile::read(&run.join("checkpoint.safetensors")).unwrap();
@@ -205,21 +212,11 @@ fn a_nan_loss_stops_the_run_with_a_clear_message() {
     let data = mini_cifar(tmp.path());
     let run = tmp.path().join("nan");
     // A learning rate of 1e30 sends the weights to infinity within a step or two.
-    let err = run_err(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
+    let err = run_err(&train_tiny(
         data.to_str().unwrap(),
-        "--run",
         run.to_str().unwrap(),
-        "--steps",
-        "20",
-        "--lr-start",
-        "1e30",
-        "--lr-end",
-        "1e30",
-    ]);
+        &["--steps", "20", "--lr-start", "1e30", "--lr-end", "1e30"],
+    ));
     assert!(
         err.contains("the loss became") && err.contains("--lr-start"),
         "{err}"
@@ -232,19 +229,11 @@ fn eval_reproduces_the_last_logged_test_figure_and_the_run_refuses_overwrites() 
     let data = mini_cifar(tmp.path());
     let (data, run) = (data.to_str().unwrap(), tmp.path().join("r"));
     let run_s = run.to_str().unwrap();
-    run_ok(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--bottleneck",
-        "gd:0.2",
-        "--data",
+    run_ok(&train_tiny(
         data,
-        "--run",
         run_s,
-        "--steps",
-        "10",
-    ]);
+        &["--bottleneck", "gd:0.2", "--steps", "10"],
+    ));
     let logged = metrics(&run).last().unwrap()["test"]["nelbo_bpd"]
         .as_f64()
         .unwrap();
@@ -278,13 +267,6 @@ fn eval_reproduces_the_last_logged_test_figure_and_the_run_refuses_overwrites() 
         err.contains("config.json") && err.contains("does not parse"),
         "{err}"
     );
-}
-
-/// `ibvae train --preset tiny --data DATA --run RUN` followed by `extra`.
-fn train_tiny<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["train", "--preset", "tiny", "--data", data, "--run", run];
-    args.extend_from_slice(extra);
-    args
 }
 
 #[test]
@@ -601,25 +583,22 @@ fn an_interrupted_sweep_resumes_the_unfinished_run() {
     let out = tmp.path().join("sweep");
     // The run stopped half way, as an interrupted sweep leaves it.
     let run = out.join("gd-0.2");
-    run_ok(&[
-        "train",
-        "--preset",
-        "tiny",
-        "--bottleneck",
-        "gd:0.2",
-        "--data",
+    run_ok(&train_tiny(
         data.to_str().unwrap(),
-        "--run",
         run.to_str().unwrap(),
-        "--steps",
-        "6",
-        "--seed",
-        "0",
-        "--threads",
-        "1",
-        "--stop-after",
-        "3",
-    ]);
+        &[
+            "--bottleneck",
+            "gd:0.2",
+            "--steps",
+            "6",
+            "--seed",
+            "0",
+            "--threads",
+            "1",
+            "--stop-after",
+            "3",
+        ],
+    ));
     let out_s = out.to_str().unwrap();
     let o = run_ok(&[
         "sweep",
