@@ -1,86 +1,202 @@
-//! The one place that names a backend. Model code takes a `Device` and never asks which
-//! backend it is.
-//!
-//! - CPU: Burn's `flex` backend (pure Rust, SIMD, rayon threads). Always built.
-//! - GPU: Burn's `vulkan` backend, behind the `vulkan` cargo feature. Kernels compile at
-//!   run time, so one binary built without a GPU runs on any Vulkan-capable card.
+//! The one place that talks to the compute engine about devices, threads, seeds and
+//! precision. The engine is LibTorch (through `tch`): tensors, autograd, cuDNN on NVIDIA
+//! GPUs and oneDNN on the CPU are PyTorch's own.
 
-use burn::prelude::*;
+use std::fmt;
+use std::str::FromStr;
+
+use tch::{Device, Kind};
 
 use crate::error::{Error, Result};
 
-/// Which device to run on, as chosen on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Which device to run on, as chosen on the command line: `cpu`, `cuda` (the first GPU)
+/// or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
-    /// The CPU (`flex`).
     #[default]
     Cpu,
-    /// The first Vulkan GPU (needs the `vulkan` feature).
-    Vulkan,
+    Cuda(usize),
 }
 
-impl std::str::FromStr for DeviceChoice {
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(0) => write!(f, "cuda"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl FromStr for DeviceChoice {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
             "cpu" => Ok(Self::Cpu),
-            "vulkan" | "gpu" => Ok(Self::Vulkan),
-            _ => Err(Error::Config(format!(
-                "unknown device `{s}`: use cpu or vulkan"
-            ))),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => match lower.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Self::Cuda(n)),
+                _ => Err(Error::Config(format!(
+                    "unknown device `{s}`: use cpu, cuda or cuda:N (N = 0 for the first GPU)"
+                ))),
+            },
         }
+    }
+}
+
+impl serde::Serialize for DeviceChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
 /// The CPU device.
 pub fn cpu() -> Device {
-    Device::flex()
+    Device::Cpu
 }
 
 /// The device for `choice`, or a clear error when it cannot be had.
 pub fn device(choice: DeviceChoice) -> Result<Device> {
     match choice {
-        DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Vulkan => vulkan(),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(n) => {
+            let count = tch::Cuda::device_count().max(0) as usize;
+            if count == 0 {
+                return Err(Error::Device(format!(
+                    "--device {choice}: no CUDA GPU is visible to LibTorch (no NVIDIA driver, \
+                     CUDA_VISIBLE_DEVICES empty, or a CPU-only LibTorch); run with --device cpu"
+                )));
+            }
+            if n >= count {
+                return Err(Error::Device(format!(
+                    "--device {choice}: there {} only {count} CUDA GPU{} (cuda:0 .. cuda:{}); \
+                     pick one of those",
+                    if count == 1 { "is" } else { "are" },
+                    if count == 1 { "" } else { "s" },
+                    count - 1
+                )));
+            }
+            // Let cuDNN pick the fastest convolution algorithm for each shape (the shapes
+            // of a run repeat every step).
+            tch::Cuda::cudnn_set_benchmark(true);
+            Ok(Device::Cuda(n))
+        }
     }
 }
 
-#[cfg(feature = "vulkan")]
-fn vulkan() -> Result<Device> {
-    use burn::tensor::DeviceType;
-    // `Device::vulkan` never fails itself; without an adapter the first tensor operation
-    // panics on Burn's runtime thread. Ask for the adapters first.
-    if Device::enumerate(DeviceType::Vulkan).is_empty() {
-        return Err(Error::Device(
-            "no Vulkan GPU was found: install the GPU driver and the Vulkan loader \
-             (libvulkan1), or run with --device cpu"
-                .into(),
-        ));
-    }
-    Ok(Device::vulkan(Default::default()))
+/// Seeds LibTorch's generators, the CPU's and every GPU's (dropout masks, bottleneck
+/// noise, `z` during training, initial weights).
+pub fn seed(seed: u64) {
+    // LibTorch takes a signed 64-bit seed and uses its bits as they are.
+    tch::manual_seed(seed as i64);
 }
 
-#[cfg(not(feature = "vulkan"))]
-fn vulkan() -> Result<Device> {
-    Err(Error::Device(
-        "this ibvae was built without GPU support: rebuild with \
-         `cargo build --release --features vulkan`, or run with --device cpu"
-            .into(),
-    ))
-}
-
-/// Seeds the device's random number generator (dropout masks, bottleneck noise, `z`).
-pub fn seed(device: &Device, seed: u64) {
-    device.seed(seed);
-}
-
-/// Sets the number of CPU threads used by the `flex` backend. Call once, before any
-/// tensor work; later calls have no effect.
+/// Sets LibTorch's intra-op CPU threads (and one inter-op thread: the model runs one
+/// operation at a time).
 pub fn set_threads(threads: usize) -> Result<()> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .map_err(|e| Error::Config(format!("could not set {threads} threads: {e}")))
+    if threads == 0 {
+        return Err(Error::Config("--threads must be at least 1".into()));
+    }
+    tch::set_num_threads(threads as i32);
+    Ok(())
+}
+
+/// Waits until the device has finished its queued work (for timing).
+pub fn sync(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+/// The floating-point type of convolutions and matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Everything in float32.
+    #[default]
+    F32,
+    /// Convolutions and matrix products (and the activations between them) in bfloat16;
+    /// the mixture of logistics, the KL terms, the bottleneck rate, the weights and the
+    /// Adam state stay in float32. bfloat16 has float32's range, so no loss scaling.
+    Bf16,
+}
+
+impl Precision {
+    /// The tensor kind the model computes its layers in.
+    pub fn compute_kind(self) -> Kind {
+        match self {
+            Self::F32 => Kind::Float,
+            Self::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            _ => Err(Error::Config(format!(
+                "unknown precision `{s}`: use f32 or bf16"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_and_print() {
+        for (s, want) in [
+            ("cpu", DeviceChoice::Cpu),
+            ("CUDA", DeviceChoice::Cuda(0)),
+            ("cuda:3", DeviceChoice::Cuda(3)),
+        ] {
+            let got: DeviceChoice = s.parse().unwrap();
+            assert_eq!(got, want);
+            assert_eq!(got.to_string().parse::<DeviceChoice>().unwrap(), want);
+        }
+        for bad in ["vulkan", "cuda:", "cuda:x", "tpu"] {
+            let err = bad.parse::<DeviceChoice>().unwrap_err().to_string();
+            assert!(err.contains("cpu, cuda or cuda:N"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_gpu_is_a_clear_error() {
+        if tch::Cuda::device_count() > 0 {
+            return;
+        }
+        let err = device(DeviceChoice::Cuda(0)).unwrap_err().to_string();
+        assert!(err.contains("--device cpu"), "{err}");
+    }
+
+    #[test]
+    fn precisions_parse() {
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!("F32".parse::<Precision>().unwrap(), Precision::F32);
+        assert!("f16".parse::<Precision>().is_err());
+    }
 }

@@ -5,15 +5,16 @@
 
 use std::time::Instant;
 
-use burn::prelude::*;
 use rand::{Rng, SeedableRng};
+use tch::{Device, Kind};
 
+use crate::backend::{Precision, sync};
 use crate::config::ModelConfig;
 use crate::data::{ImageSet, images_to_tensor};
 use crate::error::Result;
 use crate::hybrid::Hybrid;
 use crate::nn::Mode;
-use crate::optim::{Adam, AdamSettings};
+use crate::optim::{Adam, AdamSettings, gradients};
 use crate::units::bits_per_dim_factor;
 
 /// Warm-up steps left out of the timing (as the reference).
@@ -36,19 +37,34 @@ pub struct BenchReport {
     pub peak_rss_mib: Option<f64>,
 }
 
+/// What to time, and where.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    pub batch: usize,
+    /// Timed steps (after the warm-up).
+    pub steps: usize,
+    pub seed: u64,
+    pub device: Device,
+    pub precision: Precision,
+}
+
 /// Times `steps` training steps and `steps` forwards after the warm-up.
 pub fn bench(
     config: &ModelConfig,
     images: &ImageSet,
-    batch: usize,
-    steps: usize,
-    seed: u64,
-    device: &Device,
+    options: BenchOptions,
     mut log: impl FnMut(&str),
 ) -> Result<BenchReport> {
-    let ad = device.clone().autodiff();
-    crate::backend::seed(&ad, seed);
-    let mut model = Hybrid::new(config, &ad)?;
+    let BenchOptions {
+        batch,
+        steps,
+        seed,
+        device,
+        precision,
+    } = options;
+    crate::backend::seed(seed);
+    let mut model = Hybrid::new(config, device)?;
+    model.set_precision(precision);
     let params = model.num_params();
     let mut adam = Adam::new(AdamSettings::default());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -65,24 +81,23 @@ pub fn bench(
             .collect();
         images.gather(&idx)
     };
-    let sync = |d: &Device| {
-        let _ = d.sync();
-    };
     let mut step_s = Vec::with_capacity(steps);
     let mut parts: [Vec<f64>; 3] = Default::default();
     for step in 0..WARMUP + steps {
         let bytes = pick(&mut rng);
-        sync(&ad);
+        sync(device);
         let t0 = Instant::now();
-        let x = images_to_tensor(&bytes, shape, &ad);
-        let loss = model.forward(x, Mode::Train).loss.mean() * bits_per_dim_factor(dims);
-        let loss_value = loss.clone().into_scalar::<f32>();
+        let x = images_to_tensor(&bytes, shape, device);
+        let loss =
+            model.forward(&x, Mode::Train).loss.mean(Kind::Float) * bits_per_dim_factor(dims);
+        let loss_value = loss.double_value(&[]);
         let t1 = Instant::now();
-        let grads = loss.backward();
-        sync(&ad);
+        let grads = gradients(&model, &loss);
+        sync(device);
         let t2 = Instant::now();
-        adam.step(&mut model, &grads, 1e-4);
-        sync(&ad);
+        adam.step(&model, &grads, 1e-4);
+        drop(grads);
+        sync(device);
         let t3 = Instant::now();
         let dt = (t3 - t0).as_secs_f64();
         let warm = step < WARMUP;
@@ -98,18 +113,19 @@ pub fn bench(
             batch as f64 / dt
         ));
     }
-    let eval_model = model.valid();
     let mut forward_s = Vec::with_capacity(steps);
     for step in 0..WARMUP + steps {
         let bytes = pick(&mut rng);
         sync(device);
         let t0 = Instant::now();
         let x = images_to_tensor(&bytes, shape, device);
-        let nelbo = eval_model
-            .forward(x, Mode::Eval)
-            .nelbo
-            .sum()
-            .into_scalar::<f32>();
+        let nelbo = tch::no_grad(|| {
+            model
+                .forward(&x, Mode::Eval)
+                .nelbo
+                .sum(Kind::Float)
+                .double_value(&[])
+        });
         sync(device);
         let dt = t0.elapsed().as_secs_f64();
         if step >= WARMUP {

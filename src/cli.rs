@@ -4,11 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use burn::module::Module;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::backend::{DeviceChoice, Precision};
 use crate::config::{ExperimentConfig, ModelConfig, TrainConfig};
 use crate::data::{self, download};
 use crate::error::{Error, Result};
@@ -74,9 +73,13 @@ pub struct VerifyTorchArgs {
     /// Print one JSON object (per-image figures and the largest relative errors).
     #[arg(long)]
     pub json: bool,
-    /// cpu or vulkan: the GPU backend checked against the same numbers.
+    /// cpu, cuda or cuda:N: the device whose numbers are checked.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
+    /// CPU threads [default: the thread count the export was made with, usually 1, so
+    /// that float32 sums are split the same way].
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -101,9 +104,12 @@ pub struct BenchArgs {
     pub data: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// cpu or vulkan.
+    /// cpu, cuda (the first NVIDIA GPU) or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
+    /// f32, or bf16 (convolutions in bfloat16).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
     /// Print the report as JSON (before the last line).
     #[arg(long)]
     pub json: bool,
@@ -242,9 +248,13 @@ pub struct TrainArgs {
     /// Delete what --run holds and start over.
     #[arg(long)]
     pub force: bool,
-    /// cpu, or vulkan for an NVIDIA/AMD GPU (a build with --features vulkan).
+    /// cpu, cuda (the first NVIDIA GPU) or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
+    /// f32, or bf16: convolutions in bfloat16 (for GPUs; the likelihood, KL terms,
+    /// weights and Adam state stay float32).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
     /// Stop with a checkpoint after N steps of this session (the run stays resumable).
     #[arg(long, hide = true)]
     pub stop_after: Option<u64>,
@@ -267,9 +277,9 @@ pub struct EvalArgs {
     /// CPU threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// cpu or vulkan.
+    /// cpu, cuda (the first NVIDIA GPU) or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -297,9 +307,9 @@ pub struct SampleArgs {
     /// CPU threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// cpu or vulkan.
+    /// cpu, cuda (the first NVIDIA GPU) or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -324,9 +334,9 @@ pub struct ReconstructArgs {
     /// CPU threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// cpu or vulkan.
+    /// cpu, cuda (the first NVIDIA GPU) or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -360,9 +370,12 @@ pub struct SweepArgs {
     /// Seed of every run.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// cpu or vulkan.
+    /// cpu, cuda (the first NVIDIA GPU) or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
+    /// f32, or bf16 (convolutions in bfloat16) for every run.
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 #[derive(Debug, Args)]
@@ -382,9 +395,9 @@ pub struct PlotArgs {
     /// CPU threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// cpu or vulkan.
+    /// cpu, cuda (the first NVIDIA GPU) or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceChoice,
 }
 
 #[derive(Debug, Args)]
@@ -513,7 +526,7 @@ fn run_params(args: ParamsArgs) -> Result<()> {
         .with_bottleneck(args.bottleneck.parse()?)
         .with_images(args.channels, args.size);
     // Only shapes are needed: build on the CPU.
-    let model = Hybrid::new(&config, &crate::backend::cpu())?;
+    let model = Hybrid::new(&config, crate::backend::cpu())?;
     for (part, n) in hybrid::param_counts(&model) {
         println!("{part:10} {n:>12}");
     }
@@ -526,8 +539,12 @@ fn run_params(args: ParamsArgs) -> Result<()> {
 }
 
 fn run_verify_torch(args: VerifyTorchArgs) -> Result<()> {
-    let device = crate::backend::device(args.device.parse()?)?;
-    let v = crate::torch::verify(&args.file, &device)?;
+    let threads = args
+        .threads
+        .or(crate::torch::Export::read(&args.file)?.threads);
+    set_threads(threads)?;
+    let device = crate::backend::device(args.device)?;
+    let v = crate::torch::verify(&args.file, device)?;
     if args.json {
         println!(
             "{}",
@@ -567,7 +584,6 @@ fn run_verify_torch(args: VerifyTorchArgs) -> Result<()> {
 
 fn set_threads(threads: Option<usize>) -> Result<()> {
     match threads {
-        Some(0) => Err(Error::Config("--threads must be at least 1".into())),
         Some(t) => crate::backend::set_threads(t),
         None => Ok(()),
     }
@@ -612,7 +628,7 @@ fn experiment_flags_given(args: &TrainArgs) -> bool {
 
 fn run_train(args: TrainArgs) -> Result<()> {
     set_threads(args.threads)?;
-    let device = crate::backend::device(args.device.parse()?)?;
+    let device = crate::backend::device(args.device)?;
     let run_path = args.run.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!(
             "{}-{}",
@@ -675,7 +691,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         run.path.display(),
         config.preset,
         config.model.bottleneck,
-        Hybrid::new(&config.model, &crate::backend::cpu())?.num_params(),
+        Hybrid::new(&config.model, crate::backend::cpu())?.num_params(),
         n_train,
         data.test.len(),
         config.train.total_steps(n_train),
@@ -684,6 +700,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     );
     let session = Session {
         device,
+        precision: args.precision,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         stop,
         max_session_steps: args.stop_after,
@@ -724,8 +741,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if args.samples == 0 {
         return Err(Error::Config("--samples must be at least 1".into()));
     }
-    let device = crate::backend::device(args.device.parse()?)?;
-    let (config, model) = crate::run::load_for_inference(&args.run, &device)?;
+    let device = crate::backend::device(args.device)?;
+    let (config, model) = crate::run::load_for_inference(&args.run, device)?;
     let data_dir = args
         .data
         .clone()
@@ -735,15 +752,13 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     checked.train.data = data_dir.clone();
     crate::train::check_images_fit(&checked, &data)?;
     let batch = args.batch.unwrap_or(config.train.eval_batch);
-    let report = crate::evaluate::evaluate(
-        &model,
-        &data.test,
-        None,
+    let options = crate::evaluate::EvalOptions {
+        limit: None,
         batch,
-        config.train.seed,
-        args.samples,
-        &device,
-    );
+        seed: config.train.seed,
+        iw_samples: args.samples,
+    };
+    let report = crate::evaluate::evaluate(&model, &data.test, options);
     let run = RunDir::new(&args.run);
     let text = serde_json::to_string_pretty(&report).expect("reports serialise");
     crate::fsutil::write_atomic_str(&run.eval_path(), &(text.clone() + "\n"))?;
@@ -766,7 +781,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
 
 fn run_bench(args: BenchArgs) -> Result<()> {
     set_threads(args.threads)?;
-    let device = crate::backend::device(args.device.parse()?)?;
+    let device = crate::backend::device(args.device)?;
     let config = ModelConfig::preset(&args.preset)?.with_bottleneck(args.bottleneck.parse()?);
     let batch = match args.batch {
         Some(b) => b,
@@ -788,22 +803,23 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     };
     let config = config.with_images(images.channels, images.height);
     println!(
-        "preset {} bottleneck {} batch {batch} threads {} device {} data {source} ({} images)",
+        "preset {} bottleneck {} batch {batch} threads {} device {} precision {} data {source} \
+         ({} images)",
         args.preset,
         config.bottleneck,
-        rayon::current_num_threads(),
+        tch::get_num_threads(),
         args.device,
+        args.precision,
         images.len()
     );
-    let report = crate::bench::bench(
-        &config,
-        &images,
+    let options = crate::bench::BenchOptions {
         batch,
-        args.steps,
-        args.seed,
-        &device,
-        |l| println!("{l}"),
-    )?;
+        steps: args.steps,
+        seed: args.seed,
+        device,
+        precision: args.precision,
+    };
+    let report = crate::bench::bench(&config, &images, options, |l| println!("{l}"))?;
     println!("params {}", report.params);
     let [f, b, o] = report.median_parts_s;
     println!(
@@ -850,8 +866,8 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     if !(args.temperature > 0.0 && args.temperature.is_finite()) {
         return Err(Error::Config("--temperature must be positive".into()));
     }
-    let device = crate::backend::device(args.device.parse()?)?;
-    let (config, model) = crate::run::load_for_inference(&args.run, &device)?;
+    let device = crate::backend::device(args.device)?;
+    let (config, model) = crate::run::load_for_inference(&args.run, device)?;
     let m = &config.model;
     let bar = row_bar(m.image_size, "sampling");
     let t0 = std::time::Instant::now();
@@ -861,9 +877,8 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         temperature: args.temperature,
         seed: args.seed,
     };
-    let bytes = crate::sample::sample_prior(&model, args.n, &draw, &device, |r, _| {
-        bar.set_position(r as u64)
-    });
+    let bytes =
+        crate::sample::sample_prior(&model, args.n, &draw, |r, _| bar.set_position(r as u64));
     bar.finish_and_clear();
     let cols = args
         .cols
@@ -884,8 +899,8 @@ fn run_reconstruct(args: ReconstructArgs) -> Result<()> {
     if args.n == 0 || args.samples == 0 {
         return Err(Error::Config("--n and --samples must be at least 1".into()));
     }
-    let device = crate::backend::device(args.device.parse()?)?;
-    let (config, model) = crate::run::load_for_inference(&args.run, &device)?;
+    let device = crate::backend::device(args.device)?;
+    let (config, model) = crate::run::load_for_inference(&args.run, device)?;
     let data_dir = args
         .data
         .clone()
@@ -904,15 +919,9 @@ fn run_reconstruct(args: ReconstructArgs) -> Result<()> {
         temperature: 1.0,
         seed: args.seed,
     };
-    let recon = crate::sample::reconstruct(
-        &model,
-        &originals,
-        n,
-        args.samples,
-        &draw,
-        &device,
-        |r, _| bar.set_position(r as u64),
-    );
+    let recon = crate::sample::reconstruct(&model, &originals, n, args.samples, &draw, |r, _| {
+        bar.set_position(r as u64)
+    });
     bar.finish_and_clear();
     // One row per image: the original, then its reconstructions.
     let plane = m.image_channels * m.image_size * m.image_size;
@@ -935,7 +944,7 @@ fn run_reconstruct(args: ReconstructArgs) -> Result<()> {
 fn run_import_torch(args: ImportTorchArgs) -> Result<()> {
     let device = crate::backend::cpu();
     let export = crate::torch::Export::read(&args.file)?;
-    let model = export.model(&args.file.display().to_string(), &device)?;
+    let model = export.model(&args.file.display().to_string(), device)?;
     let run = RunDir::new(&args.out);
     if run.has_config() {
         return Err(Error::Config(format!(
@@ -1019,12 +1028,12 @@ fn run_plot(args: PlotArgs) -> Result<()> {
         println!("no GD or VB runs: samples.png skipped");
         return Ok(());
     }
-    let device = crate::backend::device(args.device.parse()?)?;
+    let device = crate::backend::device(args.device)?;
     let mut panel = Vec::new();
     let (mut channels, mut size) = (3, 32);
     for row in chosen {
         let dir = crate::sweep::run_dir(&args.sweep, row);
-        let (config, model) = crate::run::load_for_inference(&dir, &device)?;
+        let (config, model) = crate::run::load_for_inference(&dir, device)?;
         channels = config.model.image_channels;
         size = config.model.image_size;
         let draw = crate::sample::Draw {
@@ -1034,7 +1043,7 @@ fn run_plot(args: PlotArgs) -> Result<()> {
             seed: args.seed,
         };
         let bar = row_bar(size, &format!("sampling {}", row.run));
-        let bytes = crate::sample::sample_prior(&model, args.samples, &draw, &device, |r, _| {
+        let bytes = crate::sample::sample_prior(&model, args.samples, &draw, |r, _| {
             bar.set_position(r as u64)
         });
         bar.finish_and_clear();

@@ -17,29 +17,27 @@
 //! used as `m_G = mu_G + c0 x_R` (c0 in the R block) and `m_B = mu_B + c1 x_R + c2 x_G`
 //! (c1 in the G block, c2 in the B block).
 
-use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, sigmoid};
 use rand::Rng;
+use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::ops::{log_sum_exp, softplus};
 
 /// Log-scales are clamped below at -7 (`s >= e^-7 ~ 0.0009`, a tenth of a level), as in
 /// nn.py: smaller scales add nothing to the likelihood of 256-level data and make the
 /// density's gradients explode.
 pub const LOG_SCALE_MIN: f32 = -7.0;
 /// Half the width of one of the 256 levels on `[-1, 1]`.
-const HALF_BIN: f32 = 1.0 / 255.0;
+const HALF_BIN: f64 = 1.0 / 255.0;
 /// Inputs below this are the lowest level (byte 0) and take the left tail `(-inf, -1 + 1/255]`.
-const LEFT_EDGE: f32 = -0.999;
+const LEFT_EDGE: f64 = -0.999;
 /// Inputs above this are the highest level (byte 255) and take the right tail.
-const RIGHT_EDGE: f32 = 0.999;
+const RIGHT_EDGE: f64 = 0.999;
 /// Below this bin probability the float32 difference of two sigmoids has lost its digits;
 /// the density at the bin centre times the bin width is used instead.
-const MIN_DELTA: f32 = 1e-5;
-/// Floor inside `log(delta)`: keeps the unselected branch finite so that `mask_where`
-/// passes no NaN gradient (the branch is never selected below `MIN_DELTA`).
-const DELTA_FLOOR: f32 = 1e-12;
+const MIN_DELTA: f64 = 1e-5;
+/// Floor inside `log(delta)`: keeps the unselected branch finite so that `where` passes
+/// no NaN gradient (the branch is never selected below `MIN_DELTA`).
+const DELTA_FLOOR: f64 = 1e-12;
 /// `log(127.5)`: the density approximation's bin width is `2 / 255 = 1 / 127.5`.
 const LOG_HALF_LEVELS: f64 = 4.848_116_365_621_036;
 /// Uniform draws are kept in `[1e-5, 1 - 1e-5]` so that the Gumbel and logistic
@@ -70,88 +68,64 @@ pub fn nr_mix_of(p: usize, channels: usize) -> Result<usize> {
     Ok(p / per)
 }
 
-/// The parameters split by role (nn.py's names).
-struct Unpacked {
-    /// `[B, K, H, W]`
-    logit_probs: Tensor<4>,
-    /// `[B, C, K, H, W]`
-    means: Tensor<5>,
-    /// `[B, C, K, H, W]`, clamped below at -7
-    log_scales: Tensor<5>,
-    /// `[B, 3, K, H, W]` after tanh (RGB only)
-    coeffs: Option<Tensor<5>>,
-}
-
-fn unpack(params: Tensor<4>, channels: usize) -> Unpacked {
-    let [b, p, h, w] = params.dims();
-    let k = nr_mix_of(p, channels).expect("parameter count checked by the caller");
-    let logit_probs = params.clone().narrow(1, 0, k); // [B, K, H, W]
-    let groups = if channels == 3 { 3 } else { 2 };
-    let rest: Tensor<6> = params
-        .narrow(1, k, p - k)
-        .reshape([b, channels, groups, k, h, w]);
-    let part = |i: usize| -> Tensor<5> {
-        rest.clone().narrow(2, i, 1).reshape([b, channels, k, h, w]) // [B, C, K, H, W]
-    };
-    Unpacked {
-        logit_probs,
-        means: part(0),
-        log_scales: part(1).clamp_min(LOG_SCALE_MIN),
-        coeffs: (channels == 3).then(|| part(2).tanh()),
-    }
-}
-
-/// `log p(x)` of each pixel under the mixture, in nats.
+/// `log p(x)` of each pixel under the mixture, in nats, computed in the kind of `params`
+/// (float32 in training, also under `--precision bf16`).
 ///
 /// # Shapes
 /// - `params`: `[B, P, H, W]` (layout in the module docs)
 /// - `x`: `[B, C, H, W]` in `[-1, 1]` on the 256 levels, `C` = 1 or 3
 /// - returns `[B, H, W]`
-pub fn log_prob(params: Tensor<4>, x: Tensor<4>) -> Tensor<3> {
-    let [b, _, h, w] = params.dims();
-    let channels = x.dims()[1];
-    let Unpacked {
-        logit_probs,
-        means,
-        log_scales,
-        coeffs,
-    } = unpack(params, channels);
-    let k = logit_probs.dims()[1];
-    let xk: Tensor<5> = x.unsqueeze_dim(2); // [B, C, 1, H, W]
+pub fn log_prob(params: &Tensor, x: &Tensor) -> Tensor {
+    let s = params.size();
+    let (b, p, h, w) = (s[0], s[1], s[2], s[3]);
+    let channels = x.size()[1];
+    let k = nr_mix_of(p as usize, channels as usize).expect("parameter count checked by the caller")
+        as i64;
+    let x = x.to_kind(params.kind());
+    // nn.py's names: logit_probs [B, K, H, W]; means, log_scales, coeffs [B, C, K, H, W].
+    let logit_probs = params.narrow(1, 0, k);
+    let groups = if channels == 3 { 3 } else { 2 };
+    let rest = params
+        .narrow(1, k, p - k)
+        .reshape([b, channels, groups, k, h, w]);
+    let means = rest.select(2, 0);
+    let log_scales = rest.select(2, 1).clamp_min(LOG_SCALE_MIN as f64);
+    let xk = x.unsqueeze(2); // [B, C, 1, H, W]
     // The means of G and B are shifted by the observed earlier channels.
-    let means = match coeffs {
-        Some(coeffs) => {
-            let ch = |t: &Tensor<5>, i: usize| t.clone().narrow(1, i, 1); // [B, 1, ., H, W]
-            let m_r = ch(&means, 0);
-            let m_g = ch(&means, 1) + ch(&coeffs, 0) * ch(&xk, 0);
-            let m_b = ch(&means, 2) + ch(&coeffs, 1) * ch(&xk, 0) + ch(&coeffs, 2) * ch(&xk, 1);
-            Tensor::cat(vec![m_r, m_g, m_b], 1) // [B, 3, K, H, W]
-        }
-        None => means,
+    let means = if channels == 3 {
+        let coeffs = rest.select(2, 2).tanh();
+        let (c, m, xc) = (
+            |i| coeffs.select(1, i),
+            |i| means.select(1, i),
+            |i| xk.select(1, i),
+        );
+        let m_r = m(0);
+        let m_g = m(1) + c(0) * xc(0);
+        let m_b = m(2) + c(1) * xc(0) + c(2) * xc(1);
+        Tensor::stack(&[m_r, m_g, m_b], 1) // [B, 3, K, H, W]
+    } else {
+        means
     };
-    let shape = [b, channels, k, h, w];
-    let xk = xk.expand(shape); // [B, C, K, H, W]
-    let centered = xk.clone() - means;
-    let inv_s = log_scales.clone().neg().exp();
-    let plus_in = inv_s.clone() * (centered.clone() + HALF_BIN);
-    let min_in = inv_s.clone() * (centered.clone() - HALF_BIN);
-    let mid_in = inv_s * centered;
-    let delta = sigmoid(plus_in.clone()) - sigmoid(min_in.clone());
+    let centered = &xk - means;
+    let inv_s = log_scales.neg().exp();
+    let plus_in = &inv_s * (&centered + HALF_BIN);
+    let min_in = &inv_s * (&centered - HALF_BIN);
+    let delta = plus_in.sigmoid() - min_in.sigmoid();
+    let mid_in = &inv_s * &centered;
     // log CDF(x + 1/255) for the lowest level: log sigmoid(t) = t - softplus(t).
-    let log_left = plus_in.clone() - softplus(plus_in);
+    let log_left = plus_in.log_sigmoid();
     // log(1 - CDF(x - 1/255)) for the highest level: log sigmoid(-t) = -softplus(t).
-    let log_right = softplus(min_in).neg();
-    let log_delta = delta.clone().clamp_min(DELTA_FLOOR).log();
+    let log_right = min_in.softplus().neg();
+    let log_delta = delta.clamp_min(DELTA_FLOOR).log();
     // log(density at the bin centre * bin width): the logistic log-density is
-    // t - log s - 2 softplus(t).
-    let log_mid = mid_in.clone() - log_scales - softplus(mid_in) * 2.0 - LOG_HALF_LEVELS;
-    let lp = log_mid
-        .mask_where(delta.greater_scalar(MIN_DELTA), log_delta)
-        .mask_where(xk.clone().greater_scalar(RIGHT_EDGE), log_right)
-        .mask_where(xk.lower_scalar(LEFT_EDGE), log_left); // [B, C, K, H, W]
-    let log_pi = log_softmax(logit_probs, 1); // [B, K, H, W]
-    let joint = log_pi + lp.sum_dim(1).squeeze_dim::<4>(1); // [B, K, H, W]
-    log_sum_exp(joint, 1).reshape([b, h, w])
+    // t - log s - 2 softplus(t). (LibTorch's softplus is exact in float32: see ops.)
+    let log_mid = &mid_in - &log_scales - mid_in.softplus() * 2.0 - LOG_HALF_LEVELS;
+    let inner = log_delta.where_self(&delta.gt(MIN_DELTA), &log_mid);
+    let inner = log_right.where_self(&xk.gt(RIGHT_EDGE), &inner);
+    let lp = log_left.where_self(&xk.lt(LEFT_EDGE), &inner); // [B, C, K, H, W]
+    let log_pi = logit_probs.log_softmax(1, None::<Kind>); // [B, K, H, W]
+    let joint = log_pi + lp.sum_dim_intlist([1i64].as_slice(), false, None::<Kind>); // [B, K, H, W]
+    joint.logsumexp([1], false) // [B, H, W]
 }
 
 /// Clips to `[-1, 1]` and rounds to the nearest of the 256 levels; returns the byte.
@@ -222,13 +196,11 @@ pub fn sample_pixel(
 /// # Shapes
 /// - `params`: `[B, P, H, W]`
 /// - returns `B * C * H * W` bytes in NCHW order
-pub fn sample(params: Tensor<4>, channels: usize, temperature: f32, rng: &mut impl Rng) -> Vec<u8> {
-    let [b, p, h, w] = params.dims();
-    let values: Vec<f32> = params
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("float parameters");
+pub fn sample(params: &Tensor, channels: usize, temperature: f32, rng: &mut impl Rng) -> Vec<u8> {
+    let [b, p, h, w]: [usize; 4] = crate::ops::dims(params)
+        .try_into()
+        .expect("parameters are [B, P, H, W]");
+    let values = crate::ops::host_f32(params);
     let mut out = vec![0u8; b * channels * h * w];
     let mut pixel = vec![0f32; p];
     for n in 0..b {
@@ -282,20 +254,16 @@ mod tests {
     }
 
     fn log_prob_f32(params: Vec<f32>, x: Vec<f32>, channels: usize) -> Vec<f32> {
-        let device = crate::backend::cpu();
-        let p = params.len();
+        let p = params.len() as i64;
         let n = x.len() / channels;
         // One pixel's parameters, repeated for `n` pixels along W.
         let params: Vec<f32> = params
             .iter()
             .flat_map(|&v| std::iter::repeat_n(v, n))
             .collect();
-        let params = Tensor::<4>::from_data(TensorData::new(params, [1, p, 1, n]), &device);
-        let x = Tensor::<4>::from_data(TensorData::new(x, [1, channels, 1, n]), &device);
-        log_prob(params, x)
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap()
+        let params = Tensor::from_slice(&params).view([1, p, 1, n as i64]);
+        let x = Tensor::from_slice(&x).view([1, channels as i64, 1, n as i64]);
+        crate::ops::host_f32(&log_prob(&params, &x))
     }
 
     #[test]
@@ -456,8 +424,7 @@ mod tests {
 
     #[test]
     fn gradients_are_finite_at_the_edges_and_tiny_scales() {
-        let device = crate::backend::cpu().autodiff();
-        // Two pixels per case: x = -1 and x = 1, means far away, tiny raw scales.
+        // Three pixels: x = -1 and x = 1 among them, means far away, tiny raw scales.
         let k = 2;
         let mut p = vec![0.0f32; 10 * k];
         for c in 0..3 {
@@ -466,23 +433,13 @@ mod tests {
             p[k + c * 3 * k + k + 1] = -7.0;
         }
         let params: Vec<f32> = p.iter().flat_map(|&v| [v, v, v]).collect();
-        let params = Tensor::<4>::from_data(TensorData::new(params, [1, 10 * k, 1, 3]), &device)
-            .require_grad();
-        let x = Tensor::<4>::from_data(
-            TensorData::new(
-                vec![-1.0f32, 1.0, 0.0, -1.0, 1.0, 0.5, 1.0, -1.0, -0.5],
-                [1, 3, 1, 3],
-            ),
-            &device,
-        );
-        let loss = log_prob(params.clone(), x).sum().neg();
-        let grads = loss.backward();
-        let g: Vec<f32> = params
-            .grad(&grads)
-            .unwrap()
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap();
+        let params = Tensor::from_slice(&params)
+            .view([1, 10 * k as i64, 1, 3])
+            .set_requires_grad(true);
+        let x = Tensor::from_slice(&[-1.0f32, 1.0, 0.0, -1.0, 1.0, 0.5, 1.0, -1.0, -0.5])
+            .view([1, 3, 1, 3]);
+        log_prob(&params, &x).sum(None::<Kind>).neg().backward();
+        let g = crate::ops::host_f32(&params.grad());
         assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
         assert!(g.iter().any(|v| *v != 0.0));
     }

@@ -4,14 +4,15 @@
 //! PixelCNN++ outputs `v` over the whole test set. With `samples > 1`, the
 //! importance-weighted bound on the negative log-likelihood (Burda et al. 2016) as well.
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
 
 use crate::bottleneck::BottleneckSpec;
 use crate::data::{Batches, ImageSet, images_to_tensor};
 use crate::hybrid::Hybrid;
 use crate::info::BoundAccumulator;
 use crate::nn::Mode;
+use crate::ops::{host_f32, host_f64, per_image_sum};
 use crate::units::{bits_per_dim, nats_to_bits};
 
 /// Theorem 1's bound for the GD layer, measured on the test set's `v`.
@@ -57,26 +58,39 @@ fn eval_seed(seed: u64, batch: usize) -> u64 {
 
 /// `N(0, 1)` noise of `shape` drawn on the host from its own seeded generator, so that
 /// evaluation does not depend on (or disturb) the device's random state.
-pub fn host_normal(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
+pub fn host_normal(shape: [i64; 4], seed: u64, device: Device) -> Tensor {
     use rand::SeedableRng;
     use rand_distr::{Distribution as _, StandardNormal};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let n = shape.iter().product();
+    let n: i64 = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    Tensor::from_slice(&values).view(shape).to_device(device)
 }
 
-/// Evaluates `model` (on a plain device) on the first `limit` images of `images` (all
-/// when `None`).
-pub fn evaluate(
-    model: &Hybrid,
-    images: &ImageSet,
-    limit: Option<usize>,
-    batch: usize,
-    seed: u64,
-    samples: usize,
-    device: &Device,
-) -> EvalReport {
+/// How to evaluate: the run's seed fixes the `z` draws.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions {
+    /// Evaluate the first `limit` images only (all when `None`).
+    pub limit: Option<usize>,
+    pub batch: usize,
+    pub seed: u64,
+    /// Latent samples per image for the importance-weighted bound (1: not computed).
+    pub iw_samples: usize,
+}
+
+/// Evaluates `model` on `images` (on the model's device, without gradients).
+pub fn evaluate(model: &Hybrid, images: &ImageSet, options: EvalOptions) -> EvalReport {
+    tch::no_grad(|| evaluate_inner(model, images, options))
+}
+
+fn evaluate_inner(model: &Hybrid, images: &ImageSet, options: EvalOptions) -> EvalReport {
+    let EvalOptions {
+        limit,
+        batch,
+        seed,
+        iw_samples: samples,
+    } = options;
+    let device = model.device();
     let n = limit.map_or(images.len(), |l| l.min(images.len()));
     let dims = images.dims();
     let shape = |b| [b, images.channels, images.height, images.width];
@@ -88,18 +102,18 @@ pub fn evaluate(
         let x = images_to_tensor(&images.gather(idx), shape(idx.len()), device);
         let latent = model.latent_shape(idx.len(), images.height);
         let z_noise = host_normal(latent, eval_seed(seed, i), device);
-        let out = model.forward_outputs(x.clone(), Some(z_noise), Mode::Eval);
+        let out = model.forward_outputs(&x, Some(&z_noise), Mode::Eval);
         let t = &out.terms;
-        nelbo += sum(t.nelbo.clone());
-        kl += sum(t.kl.clone());
-        recon += sum(t.recon.clone());
-        rate += sum(t.vb_rate.clone());
-        aux += sum(t.aux_nll.clone());
+        nelbo += sum(&t.nelbo);
+        kl += sum(&t.kl);
+        recon += sum(&t.recon);
+        rate += sum(&t.vb_rate);
+        aux += sum(&t.aux_nll);
         if gd_sigma.is_some() {
-            accumulate_v(&mut bound_acc, out.v);
+            accumulate_v(&mut bound_acc, &out.v);
         }
         if samples > 1 {
-            let (mean_nelbo, iw_nll) = importance_weighted(model, x, samples, eval_seed(seed, i));
+            let (mean_nelbo, iw_nll) = importance_weighted(model, &x, samples, eval_seed(seed, i));
             nelbo_k += mean_nelbo;
             iw += iw_nll;
         }
@@ -133,22 +147,18 @@ pub fn evaluate(
     }
 }
 
-fn sum(t: Tensor<1>) -> f64 {
-    t.into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("float tensor")
-        .iter()
-        .sum()
+/// The sum of a per-image tensor, in float64 on the host.
+fn sum(t: &Tensor) -> f64 {
+    host_f64(t).iter().sum()
 }
 
 /// Adds every pixel's `v` to the accumulator of its dimension.
-fn accumulate_v(acc: &mut Vec<BoundAccumulator>, v: Tensor<4>) {
-    let [b, k, h, w] = v.dims();
+fn accumulate_v(acc: &mut Vec<BoundAccumulator>, v: &Tensor) {
+    let [b, k, h, w]: [usize; 4] = crate::ops::dims(v).try_into().expect("v is [B, k, H, W]");
     if acc.is_empty() {
         acc.resize(k, BoundAccumulator::default());
     }
-    let values: Vec<f32> = v.into_data().try_into_vec::<f32>().expect("float tensor");
+    let values = host_f32(v);
     for n in 0..b {
         for (c, a) in acc.iter_mut().enumerate() {
             let start = (n * k + c) * h * w;
@@ -160,21 +170,21 @@ fn accumulate_v(acc: &mut Vec<BoundAccumulator>, v: Tensor<4>) {
 /// For each image, `samples` draws of `z ~ q(z|x)`; returns the summed (over the batch)
 /// mean negative ELBO and importance-weighted negative log-likelihood bound, nats:
 /// `-log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)`.
-fn importance_weighted(model: &Hybrid, x: Tensor<4>, samples: usize, seed: u64) -> (f64, f64) {
-    let [b, _, h, _] = x.dims();
-    let device = x.device();
+fn importance_weighted(model: &Hybrid, x: &Tensor, samples: usize, seed: u64) -> (f64, f64) {
+    let size = x.size();
+    let (b, h) = (size[0] as usize, size[2] as usize);
     let mut log_w: Vec<Vec<f64>> = vec![Vec::with_capacity(samples); b];
     let mut nelbo_sum = 0.0;
     for k in 0..samples {
         let shape = model.latent_shape(b, h);
-        let noise = host_normal(shape, seed ^ ((k as u64 + 1) << 40), &device);
-        let out = model.forward_outputs(x.clone(), Some(noise.clone()), Mode::Eval);
+        let noise = host_normal(shape, seed ^ ((k as u64 + 1) << 40), x.device());
+        let out = model.forward_outputs(x, Some(&noise), Mode::Eval);
         // log p(z) - log q(z|x) = sum(-z^2 / 2 + n^2 / 2 + logvar / 2): the 2 pi terms cancel.
-        let log_ratio = (out.z.powf_scalar(2.0).neg() + noise.powf_scalar(2.0) + out.logvar) * 0.5;
-        let log_ratio: Tensor<1> = log_ratio.sum_dim(3).sum_dim(2).sum_dim(1).reshape([b]);
-        let recon = host64(out.terms.recon.clone());
-        nelbo_sum += host64(out.terms.nelbo).iter().sum::<f64>();
-        for (i, lr) in host64(log_ratio).into_iter().enumerate() {
+        let log_ratio = (out.z.square().neg() + noise.square() + &out.logvar) * 0.5;
+        let log_ratio = per_image_sum(&log_ratio.to_kind(Kind::Float)); // [B]
+        let recon = host_f64(&out.terms.recon);
+        nelbo_sum += sum(&out.terms.nelbo);
+        for (i, lr) in host_f64(&log_ratio).into_iter().enumerate() {
             log_w[i].push(-recon[i] + lr);
         }
     }
@@ -187,13 +197,6 @@ fn importance_weighted(model: &Hybrid, x: Tensor<4>, samples: usize, seed: u64) 
         })
         .sum();
     (nelbo_sum / samples as f64, iw)
-}
-
-fn host64(t: Tensor<1>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("float tensor")
 }
 
 impl EvalReport {
@@ -251,16 +254,24 @@ mod tests {
         }
     }
 
+    fn options(batch: usize, seed: u64, iw_samples: usize) -> EvalOptions {
+        EvalOptions {
+            limit: None,
+            batch,
+            seed,
+            iw_samples,
+        }
+    }
+
     #[test]
     fn every_image_counts_and_the_figures_reproduce() {
-        let device = crate::backend::cpu();
         let config = ModelConfig::tiny().with_bottleneck("gd:0.2".parse().unwrap());
-        let model = Hybrid::new(&config, &device).unwrap();
+        let model = Hybrid::new(&config, Device::Cpu).unwrap();
         let images = random_images(7);
-        let a = evaluate(&model, &images, None, 3, 0, 1, &device);
+        let a = evaluate(&model, &images, options(3, 0, 1));
         assert_eq!(a.images, 7);
         // The z draws depend only on the seed and the batch: the figures reproduce.
-        let b = evaluate(&model, &images, None, 3, 0, 1, &device);
+        let b = evaluate(&model, &images, options(3, 0, 1));
         assert_eq!(a.nelbo_bpd, b.nelbo_bpd);
         assert!((a.nelbo_bpd - (a.recon_bpd + a.kl_bpd)).abs() < 1e-6 * a.nelbo_bpd);
         let bound = a.gd_bound.expect("gd runs report the bound");
@@ -270,9 +281,8 @@ mod tests {
 
     #[test]
     fn importance_weighted_bound_is_at_most_the_mean_elbo() {
-        let device = crate::backend::cpu();
-        let model = Hybrid::new(&ModelConfig::tiny(), &device).unwrap();
-        let r = evaluate(&model, &random_images(3), None, 3, 1, 4, &device);
+        let model = Hybrid::new(&ModelConfig::tiny(), Device::Cpu).unwrap();
+        let r = evaluate(&model, &random_images(3), options(3, 1, 4));
         let (k, iw) = (r.nelbo_k_bpd.unwrap(), r.iw_nll_bpd.unwrap());
         assert!(iw <= k + 1e-9, "IW {iw} > mean ELBO {k}");
         assert!(r.gd_bound.is_none());

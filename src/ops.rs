@@ -1,41 +1,14 @@
 //! Small numerical building blocks shared by the model's parts, each with the reason for
-//! its form.
+//! its form (nn.py's `concat_elu`, `down_shift`, `right_shift`).
 
-use burn::prelude::*;
-use burn::tensor::activation::relu;
-
-/// `log(1 + e^t)`, exactly and without overflow: `max(t, 0) + log1p(e^-|t|)`, with
-/// `max(t, 0)` written `(t + |t|) / 2` so that the gradient at 0 is 1/2, as the smooth
-/// function's. (PyTorch's `softplus` switches to the identity above 20; the reference
-/// does not, nor do we.)
-pub fn softplus<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    let a = t.clone().abs();
-    (t + a.clone()) * 0.5 + a.neg().exp().log1p()
-}
-
-/// ELU with `alpha = 1`, written as `x + n + exp(-n) - 1` with `n = relu(-x)`: `exp`
-/// never sees a positive input (the `mask_where` form computes `exp(x)` everywhere, and
-/// an infinite value there turns the gradient into NaN), `relu` and its gradient are
-/// single passes, and the gradient at 0 is 1, as PyTorch's.
-pub fn elu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let n = relu(x.clone().neg());
-    x + n.clone() + n.neg().exp() - 1.0
-}
+use tch::Tensor;
 
 /// ELU of `[x, -x]` along the channels: doubles the channel count (`concat_elu` in nn.py).
 ///
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, 2C, H, W]`
-pub fn concat_elu(x: Tensor<4>) -> Tensor<4> {
-    elu(Tensor::cat(vec![x.clone(), x.neg()], 1))
-}
-
-/// `log(sum(exp(x)))` along `dim`, keeping the dimension: the maximum is taken out first
-/// so that no `exp` overflows (`log_sum_exp` in nn.py). The maximum is detached: the
-/// result does not depend on it, and its gradient would only add rounding noise.
-pub fn log_sum_exp<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
-    let m = x.clone().max_dim(dim).detach();
-    (x - m.clone()).exp().sum_dim(dim).log() + m
+pub fn concat_elu(x: &Tensor) -> Tensor {
+    Tensor::cat(&[x, &x.neg()], 1).elu()
 }
 
 /// Shifts the map one row down: row 0 becomes zeros and the last row is dropped
@@ -43,10 +16,9 @@ pub fn log_sum_exp<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
 ///
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, C, H, W]`
-pub fn down_shift(x: Tensor<4>) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    let zeros = Tensor::<4>::zeros([b, c, 1, w], &x.device());
-    Tensor::cat(vec![zeros, x.narrow(2, 0, h - 1)], 2)
+pub fn down_shift(x: &Tensor) -> Tensor {
+    let h = x.size()[2];
+    x.constant_pad_nd([0, 0, 1, 0]).narrow(2, 0, h)
 }
 
 /// Shifts the map one column right: column 0 becomes zeros and the last column is
@@ -54,88 +26,63 @@ pub fn down_shift(x: Tensor<4>) -> Tensor<4> {
 ///
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, C, H, W]`
-pub fn right_shift(x: Tensor<4>) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    let zeros = Tensor::<4>::zeros([b, c, h, 1], &x.device());
-    Tensor::cat(vec![zeros, x.narrow(3, 0, w - 1)], 3)
+pub fn right_shift(x: &Tensor) -> Tensor {
+    let w = x.size()[3];
+    x.constant_pad_nd([1, 0, 0, 0]).narrow(3, 0, w)
 }
 
-/// Pads the two spatial dimensions with zeros: `(left, right, top, bottom)`.
+/// Sums every axis but the first: per-image totals.
 ///
 /// # Shapes
-/// `[B, C, H, W]` -> `[B, C, H + top + bottom, W + left + right]`
-pub fn pad_zeros(x: Tensor<4>, left: usize, right: usize, top: usize, bottom: usize) -> Tensor<4> {
-    if left + right + top + bottom == 0 {
-        return x;
-    }
-    let [b, c, h, w] = x.dims();
-    let device = x.device();
-    let mut x = x;
-    if top + bottom > 0 {
-        let mut parts = Vec::with_capacity(3);
-        if top > 0 {
-            parts.push(Tensor::<4>::zeros([b, c, top, w], &device));
-        }
-        parts.push(x);
-        if bottom > 0 {
-            parts.push(Tensor::<4>::zeros([b, c, bottom, w], &device));
-        }
-        x = Tensor::cat(parts, 2);
-    }
-    if left + right > 0 {
-        let hp = h + top + bottom;
-        let mut parts = Vec::with_capacity(3);
-        if left > 0 {
-            parts.push(Tensor::<4>::zeros([b, c, hp, left], &device));
-        }
-        parts.push(x);
-        if right > 0 {
-            parts.push(Tensor::<4>::zeros([b, c, hp, right], &device));
-        }
-        x = Tensor::cat(parts, 3);
-    }
-    x
+/// `[B, ...]` -> `[B]`
+pub fn per_image_sum(t: &Tensor) -> Tensor {
+    let dims: Vec<i64> = (1..t.dim() as i64).collect();
+    t.sum_dim_intlist(dims.as_slice(), false, None::<tch::Kind>)
+}
+
+/// A float tensor's values on the host, flattened.
+pub fn host_f32(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.detach().to_kind(tch::Kind::Float).flatten(0, -1))
+        .expect("a float tensor converts to f32")
+}
+
+/// A float tensor's values on the host in float64, flattened.
+pub fn host_f64(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.detach().to_kind(tch::Kind::Double).flatten(0, -1))
+        .expect("a float tensor converts to f64")
+}
+
+/// The shape of a tensor as host sizes.
+pub fn dims(t: &Tensor) -> Vec<usize> {
+    t.size().into_iter().map(|d| d as usize).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_into_vec::<f32>().unwrap()
+    fn t(v: &[f64]) -> Tensor {
+        Tensor::from_slice(v).to_kind(tch::Kind::Float)
     }
 
+    /// LibTorch's softplus switches to the identity above 20; in float32 that is the
+    /// exact value (log1p(e^-20) = 2e-9 is below half an ulp of 20), so the model uses
+    /// it. Values by hand, in float64.
     #[test]
     fn softplus_and_elu_by_hand() {
-        let d = crate::backend::cpu();
-        let t = Tensor::<1>::from_floats([-100.0, -1.0, 0.0, 2.0, 100.0], &d);
-        let sp = vals(softplus(t.clone()));
-        let want = [
-            0.0,
-            (1.0 + (-1f64).exp()).ln(),
-            2f64.ln(),
-            (1.0 + 2f64.exp()).ln(),
-            100.0,
-        ];
-        for (g, w) in sp.iter().zip(want) {
-            assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
-        }
-        // The gradient is the logistic function, 1/2 at 0.
-        let ad = crate::backend::cpu().autodiff();
-        let x = Tensor::<1>::from_floats([-3.0, 0.0, 2.0], &ad).require_grad();
-        let grads = softplus(x.clone()).sum().backward();
-        let g = vals(x.grad(&grads).unwrap());
-        for (g, t) in g.iter().zip([-3f64, 0.0, 2.0]) {
-            let want = 1.0 / (1.0 + (-t).exp());
+        let x = [-100.0, -1.0, 0.0, 2.0, 21.0, 100.0];
+        let sp = host_f32(&t(&x).softplus());
+        for (g, &v) in sp.iter().zip(&x) {
+            let want = v.max(0.0) + (-v.abs()).exp().ln_1p();
             assert!(
-                (*g as f64 - want).abs() < 1e-6,
-                "softplus'({t}) = {g}, want {want}"
+                (*g as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{g} vs {want}"
             );
         }
-        let e = vals(elu(t));
-        let want = [(-100f64).exp() - 1.0, (-1f64).exp() - 1.0, 0.0, 2.0, 100.0];
-        for (g, w) in e.iter().zip(want) {
-            assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
+        let e = host_f32(&t(&x).elu());
+        for (g, &v) in e.iter().zip(&x) {
+            let want = if v > 0.0 { v } else { v.exp() - 1.0 };
+            assert!((*g as f64 - want).abs() < 1e-6, "{g} vs {want}");
         }
     }
 
@@ -143,37 +90,26 @@ mod tests {
     /// derivative 1, else `e^t` (1 at 0, from both sides); finite at +-100.
     #[test]
     fn concat_elu_values_and_gradients_by_hand() {
-        let d = crate::backend::cpu().autodiff();
         let xs = [-100.0f64, -1.0, 0.0, 0.5, 100.0];
-        let x = Tensor::<1>::from_floats(xs.map(|v| v as f32), &d)
-            .reshape([1, 5, 1, 1])
-            .require_grad();
-        let y = concat_elu(x.clone());
+        let x = t(&xs).view([1, 5, 1, 1]).set_requires_grad(true);
+        let y = concat_elu(&x);
         let elu_ref = |t: f64| if t > 0.0 { t } else { t.exp() - 1.0 };
         let grad_ref = |t: f64| if t > 0.0 { 1.0 } else { t.exp() };
-        let got = vals(y.clone().inner());
-        for (i, &t) in xs.iter().enumerate() {
-            assert!((got[i] as f64 - elu_ref(t)).abs() < 1e-6, "elu({t})");
-            assert!((got[i + 5] as f64 - elu_ref(-t)).abs() < 1e-6, "elu(-{t})");
+        let got = host_f32(&y);
+        for (i, &v) in xs.iter().enumerate() {
+            assert!((got[i] as f64 - elu_ref(v)).abs() < 1e-6, "elu({v})");
+            assert!((got[i + 5] as f64 - elu_ref(-v)).abs() < 1e-6, "elu(-{v})");
         }
         // d/dx sum(w1 * elu(x) + w2 * elu(-x)) = w1 elu'(x) - w2 elu'(-x)
         let (w1, w2) = (1.0, 3.0);
-        let w = Tensor::<1>::from_floats(
-            [w1; 5]
-                .into_iter()
-                .chain([w2; 5])
-                .collect::<Vec<f32>>()
-                .as_slice(),
-            &d,
-        )
-        .reshape([1, 10, 1, 1]);
-        let grads = (y * w).sum().backward();
-        let g = vals(x.grad(&grads).unwrap());
-        for (i, &t) in xs.iter().enumerate() {
-            let want = w1 as f64 * grad_ref(t) - w2 as f64 * grad_ref(-t);
+        let w = t(&[w1, w1, w1, w1, w1, w2, w2, w2, w2, w2]).view([1, 10, 1, 1]);
+        (y * w).sum(None::<tch::Kind>).backward();
+        let g = host_f32(&x.grad());
+        for (i, &v) in xs.iter().enumerate() {
+            let want = w1 * grad_ref(v) - w2 * grad_ref(-v);
             assert!(
                 (g[i] as f64 - want).abs() < 1e-6,
-                "gradient at {t}: {} vs {want}",
+                "gradient at {v}: {} vs {want}",
                 g[i]
             );
         }
@@ -181,24 +117,19 @@ mod tests {
 
     #[test]
     fn log_sum_exp_is_stable() {
-        let d = crate::backend::cpu();
-        let t = Tensor::<2>::from_floats([[1000.0, 1000.0], [-1.0, 2.0]], &d);
-        let l = vals(log_sum_exp(t, 1));
+        let x = t(&[1000.0, 1000.0, -1.0, 2.0]).view([2, 2]);
+        let l = host_f32(&x.logsumexp([1], false));
         assert!((l[0] as f64 - (1000.0 + 2f64.ln())).abs() < 1e-3);
         assert!((l[1] as f64 - ((-1f64).exp() + 2f64.exp()).ln()).abs() < 1e-6);
     }
 
     #[test]
-    fn shifts_and_padding() {
-        let d = crate::backend::cpu();
-        let x = Tensor::<4>::from_floats([[[[1.0, 2.0], [3.0, 4.0]]]], &d);
-        assert_eq!(vals(down_shift(x.clone())), vec![0.0, 0.0, 1.0, 2.0]);
-        assert_eq!(vals(right_shift(x.clone())), vec![0.0, 1.0, 0.0, 3.0]);
-        let p = pad_zeros(x, 1, 0, 1, 0);
-        assert_eq!(p.dims(), [1, 1, 3, 3]);
-        assert_eq!(vals(p), vec![0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 3.0, 4.0]);
-        let c = concat_elu(Tensor::<4>::from_floats([[[[1.0]]]], &d));
-        let v = vals(c);
-        assert!((v[0] - 1.0).abs() < 1e-7 && (v[1] as f64 - ((-1f64).exp() - 1.0)).abs() < 1e-6);
+    fn shifts() {
+        let x = t(&[1.0, 2.0, 3.0, 4.0]).view([1, 1, 2, 2]);
+        assert_eq!(host_f32(&down_shift(&x)), vec![0.0, 0.0, 1.0, 2.0]);
+        assert_eq!(host_f32(&right_shift(&x)), vec![0.0, 1.0, 0.0, 3.0]);
+        assert_eq!(host_f32(&per_image_sum(&x)), vec![10.0]);
+        let c = host_f32(&concat_elu(&t(&[1.0]).view([1, 1, 1, 1])));
+        assert!((c[0] - 1.0).abs() < 1e-7 && (c[1] as f64 - ((-1f64).exp() - 1.0)).abs() < 1e-6);
     }
 }

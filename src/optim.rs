@@ -6,15 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::Param;
-use burn::prelude::*;
-use burn::tensor::Gradients;
+use tch::{Device, Tensor};
 
 use crate::hybrid::Hybrid;
-use crate::params::{ParamMut, Stored, TensorFile, visit};
+use crate::params::{Stored, TensorFile};
 
-/// Adam's settings (paper: beta1 0.9, beta2 0.999, eps 1e-8, as PyTorch's defaults; Burn's
-/// own default eps is 1e-5, which is not used here).
+/// Adam's settings (paper: beta1 0.9, beta2 0.999, eps 1e-8, as PyTorch's defaults).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamSettings {
     pub beta1: f64,
@@ -32,14 +29,22 @@ impl Default for AdamSettings {
     }
 }
 
-/// Adam with state per parameter name: first and second moments, flattened.
-#[derive(Debug, Clone)]
+/// Adam with state per parameter name: first and second moments, float32, on the
+/// model's device.
+#[derive(Debug)]
 pub struct Adam {
     pub settings: AdamSettings,
     /// Number of updates made so far.
     pub t: u64,
-    m: BTreeMap<String, Tensor<1>>,
-    v: BTreeMap<String, Tensor<1>>,
+    m: BTreeMap<String, Tensor>,
+    v: BTreeMap<String, Tensor>,
+}
+
+/// The gradients of a scalar `loss` with respect to every parameter of `model`, in the
+/// order of [`Hybrid::params`] (undefined for a parameter the loss does not use).
+pub fn gradients(model: &Hybrid, loss: &Tensor) -> Vec<Tensor> {
+    let params: Vec<&Tensor> = model.params().iter().map(|(_, t)| t).collect();
+    Tensor::run_backward(&[loss], &params, false, false)
 }
 
 impl Adam {
@@ -52,51 +57,38 @@ impl Adam {
         }
     }
 
-    /// One update of every parameter that has a gradient in `grads`:
-    /// `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
+    /// One update of every parameter that has a gradient in `grads` (as returned by
+    /// [`gradients`]): `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
     /// `p -= lr * m_hat / (sqrt(v_hat) + eps)` with the bias corrections
-    /// `m_hat = m / (1 - b1^t)`, `v_hat = v / (1 - b2^t)` (PyTorch's form).
-    pub fn step(&mut self, model: &mut Hybrid, grads: &Gradients, lr: f64) {
+    /// `m_hat = m / (1 - b1^t)`, `v_hat = v / (1 - b2^t)` (PyTorch's form, in place).
+    pub fn step(&mut self, model: &Hybrid, grads: &[Tensor], lr: f64) {
         self.t += 1;
         let AdamSettings { beta1, beta2, eps } = self.settings;
         let t = self.t as i32;
         let bc1 = 1.0 - beta1.powi(t);
         let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-        let (m_all, v_all) = (&mut self.m, &mut self.v);
-        let mut update = |name: &str, value: Tensor<1>, grad: Tensor<1>| -> Tensor<1> {
-            let m = match m_all.remove(name) {
-                Some(m) => m * beta1 + grad.clone() * (1.0 - beta1),
-                None => grad.clone() * (1.0 - beta1),
-            };
-            let v = match v_all.remove(name) {
-                Some(v) => v * beta2 + grad.powf_scalar(2.0) * (1.0 - beta2),
-                None => grad.powf_scalar(2.0) * (1.0 - beta2),
-            };
-            let denom = v.clone().sqrt() / bc2_sqrt + eps;
-            let new = value - m.clone() / denom * (lr / bc1);
-            m_all.insert(name.to_string(), m);
-            v_all.insert(name.to_string(), v);
-            new
-        };
-        visit(model, &mut |name, param| match param {
-            ParamMut::Rank4(p) => {
-                let value = p.val();
-                let Some(grad) = value.grad(grads) else {
-                    return;
-                };
-                let shape = value.dims();
-                let n: usize = shape.iter().product();
-                let new = update(name, value.inner().reshape([n]), grad.reshape([n]));
-                *p =
-                    Param::initialized(p.id, Tensor::from_inner(new.reshape(shape)).require_grad());
-            }
-            ParamMut::Rank1(p) => {
-                let value = p.val();
-                let Some(grad) = value.grad(grads) else {
-                    return;
-                };
-                let new = update(name, value.inner(), grad);
-                *p = Param::initialized(p.id, Tensor::from_inner(new).require_grad());
+        let step_size = lr / bc1;
+        tch::no_grad(|| {
+            for ((name, param), g) in model.params().iter().zip(grads) {
+                if !g.defined() {
+                    continue;
+                }
+                let m = self
+                    .m
+                    .entry(name.clone())
+                    .or_insert_with(|| param.zeros_like());
+                let v = self
+                    .v
+                    .entry(name.clone())
+                    .or_insert_with(|| param.zeros_like());
+                // m += (1 - b1) (g - m)
+                let _ = m.lerp_(g, 1.0 - beta1);
+                // v = b2 v + (1 - b2) g g
+                *v *= beta2;
+                let _ = v.addcmul_(g, &(g * (1.0 - beta2)));
+                let denom = v.sqrt() / bc2_sqrt + eps;
+                let mut p = param.shallow_clone();
+                p -= (&*m / denom) * step_size;
             }
         });
     }
@@ -106,25 +98,20 @@ impl Adam {
         let mut out = Vec::with_capacity(2 * self.m.len());
         for (prefix, map) in [("adam.m.", &self.m), ("adam.v.", &self.v)] {
             for (name, t) in map {
-                out.push((format!("{prefix}{name}"), Stored::from_tensor(t.clone())));
+                out.push((format!("{prefix}{name}"), Stored::from_tensor(t)));
             }
         }
         out
     }
 
     /// Restores the moments written by [`Adam::state`], after `t` updates.
-    pub fn load_state(&mut self, file: &TensorFile, t: u64, device: &Device) {
+    pub fn load_state(&mut self, file: &TensorFile, t: u64, device: Device) {
         self.t = t;
         for (key, stored) in &file.tensors {
-            let flat = |s: &Stored| {
-                let data = s.to_f32();
-                let n = data.len();
-                Tensor::<1>::from_data(TensorData::new(data, [n]), device)
-            };
             if let Some(name) = key.strip_prefix("adam.m.") {
-                self.m.insert(name.to_string(), flat(stored));
+                self.m.insert(name.to_string(), stored.to_tensor(device));
             } else if let Some(name) = key.strip_prefix("adam.v.") {
-                self.v.insert(name.to_string(), flat(stored));
+                self.v.insert(name.to_string(), stored.to_tensor(device));
             }
         }
     }
@@ -142,97 +129,77 @@ pub fn exponential_lr(start: f64, end: f64, step: u64, total: u64) -> f64 {
 
 /// Polyak averaging: an exponential moving average of the weights,
 /// `ema = decay * ema + (1 - decay) * w` after every step.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ema {
     pub decay: f64,
-    weights: BTreeMap<String, Tensor<1>>,
+    weights: BTreeMap<String, Tensor>,
 }
 
 impl Ema {
     /// Starts the average at the model's current weights.
     pub fn new(model: &Hybrid, decay: f64) -> Self {
-        let mut ema = Self {
-            decay,
-            weights: BTreeMap::new(),
-        };
-        let mut m = model.clone();
-        visit(&mut m, &mut |name, p| {
-            ema.weights.insert(name.to_string(), flat_inner(&p));
+        let weights = tch::no_grad(|| {
+            model
+                .params()
+                .iter()
+                .map(|(name, t)| (name.clone(), t.detach().copy()))
+                .collect()
         });
-        ema
+        Self { decay, weights }
     }
 
     pub fn update(&mut self, model: &Hybrid) {
-        let mut m = model.clone();
-        let decay = self.decay;
-        let weights = &mut self.weights;
-        visit(&mut m, &mut |name, p| {
-            let w = flat_inner(&p);
-            let avg = match weights.remove(name) {
-                Some(a) => a * decay + w * (1.0 - decay),
-                None => w,
-            };
-            weights.insert(name.to_string(), avg);
+        tch::no_grad(|| {
+            for (name, w) in model.params() {
+                let avg = self
+                    .weights
+                    .get_mut(name)
+                    .expect("the average covers every parameter");
+                // avg += (1 - decay) (w - avg)
+                let _ = avg.lerp_(w, 1.0 - self.decay);
+            }
         });
     }
 
-    /// The averaged weights as stored tensors (`ema.<name>`), flattened.
+    /// The averaged weights as stored tensors (`ema.<name>`).
     pub fn state(&self) -> Vec<(String, Stored)> {
         self.weights
             .iter()
-            .map(|(n, t)| (format!("ema.{n}"), Stored::from_tensor(t.clone())))
+            .map(|(n, t)| (format!("ema.{n}"), Stored::from_tensor(t)))
             .collect()
     }
 
     /// Restores the average from a checkpoint's `ema.*` tensors.
-    pub fn load_state(&mut self, file: &TensorFile, device: &Device) {
+    pub fn load_state(&mut self, file: &TensorFile, device: Device) {
         for (key, stored) in &file.tensors {
             if let Some(name) = key.strip_prefix("ema.") {
-                let data = stored.to_f32();
-                let n = data.len();
-                self.weights.insert(
-                    name.to_string(),
-                    Tensor::from_data(TensorData::new(data, [n]), device),
-                );
+                self.weights
+                    .insert(name.to_string(), stored.to_tensor(device));
             }
         }
     }
 
-    /// A copy of `model` (on `device`, without autodiff) carrying the averaged weights.
-    pub fn apply_to(&self, model: &Hybrid) -> Hybrid {
-        let mut out = model.valid();
-        visit(&mut out, &mut |name, p| {
-            let avg = self
-                .weights
-                .get(name)
-                .expect("the average covers every parameter");
-            match p {
-                ParamMut::Rank4(p) => {
-                    let shape = p.dims();
-                    *p = Param::initialized(p.id, avg.clone().reshape(shape));
-                }
-                ParamMut::Rank1(p) => *p = Param::initialized(p.id, avg.clone()),
+    /// Copies the averaged weights into `model` (a model of the same architecture).
+    pub fn copy_to(&self, model: &Hybrid) {
+        tch::no_grad(|| {
+            for (name, p) in model.params() {
+                let avg = self
+                    .weights
+                    .get(name)
+                    .expect("the average covers every parameter");
+                p.shallow_clone().copy_(avg);
             }
         });
-        out
-    }
-}
-
-/// A parameter's value without autodiff, flattened.
-fn flat_inner(p: &ParamMut<'_>) -> Tensor<1> {
-    match p {
-        ParamMut::Rank4(p) => {
-            let v = p.val().inner();
-            let n: usize = v.dims().iter().product();
-            v.reshape([n])
-        }
-        ParamMut::Rank1(p) => p.val().inner(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ModelConfig;
+    use crate::nn::Mode;
+    use crate::ops::host_f64;
+    use tch::Kind;
 
     #[test]
     fn schedule_runs_from_start_to_end_exponentially() {
@@ -243,44 +210,34 @@ mod tests {
         assert!((mid - (1e-4f64 * 4e-6).sqrt()).abs() < 1e-15);
     }
 
+    /// Two Adam steps on the tiny model; the mixing network's output bias is compared
+    /// with the update rule evaluated by hand in float64 from the same gradients.
     #[test]
     fn adam_matches_a_hand_computation() {
-        // Two Adam steps on the tiny model; the mixing network's output bias is compared
-        // with the update rule evaluated by hand in float64 from the same gradients.
-        use crate::config::ModelConfig;
-        use crate::nn::Mode;
-        let device = crate::backend::cpu().autodiff();
-        let mut model = Hybrid::new(&ModelConfig::tiny(), &device).unwrap();
-        let bias = |m: &Hybrid| {
-            m.mix
-                .out
-                .bias
-                .as_ref()
-                .expect("the mixing network has a bias")
-                .val()
-        };
-        let host = |t: Tensor<1>| -> Vec<f64> {
-            t.into_data()
-                .convert::<f64>()
-                .try_into_vec::<f64>()
-                .unwrap()
-        };
-        let grads_of = |m: &Hybrid| {
-            let x = Tensor::<4>::zeros([1, 3, 32, 32], &device);
-            m.forward(x, Mode::Eval).loss.sum().backward()
+        let model = Hybrid::new(&ModelConfig::tiny(), Device::Cpu).unwrap();
+        let index = model
+            .params()
+            .iter()
+            .position(|(n, _)| n == "mix.2.bias")
+            .expect("the mixing network has an output bias");
+        let bias = || host_f64(&model.params()[index].1);
+        let x = Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let grads_now = || {
+            let loss = model.forward(&x, Mode::Eval).loss.sum(None::<Kind>);
+            gradients(&model, &loss)
         };
         let (lr, eps) = (1e-3, 1e-8);
         let mut adam = Adam::new(AdamSettings::default());
-        let before = host(bias(&model).inner());
-        let grads = grads_of(&model);
-        let g1 = host(bias(&model).grad(&grads).unwrap());
-        adam.step(&mut model, &grads, lr);
-        let after1 = host(bias(&model).inner());
-        assert!(bias(&model).is_require_grad());
-        let grads = grads_of(&model);
-        let g2 = host(bias(&model).grad(&grads).unwrap());
-        adam.step(&mut model, &grads, lr);
-        let after2 = host(bias(&model).inner());
+        let before = bias();
+        let grads = grads_now();
+        let g1 = host_f64(&grads[index]);
+        adam.step(&model, &grads, lr);
+        let after1 = bias();
+        assert!(model.params()[index].1.requires_grad());
+        let grads = grads_now();
+        let g2 = host_f64(&grads[index]);
+        adam.step(&model, &grads, lr);
+        let after2 = bias();
         for i in 0..g1.len() {
             // First step: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps).
             let want1 = before[i] - lr * g1[i] / (g1[i].abs() + eps);
@@ -300,6 +257,35 @@ mod tests {
                 "{i}: {} vs {want2}",
                 after2[i]
             );
+        }
+    }
+
+    /// The average after two updates, by hand: `d^2 w0 + d (1 - d) w1 + (1 - d) w2`.
+    #[test]
+    fn polyak_average_by_hand() {
+        let model = Hybrid::new(&ModelConfig::tiny(), Device::Cpu).unwrap();
+        let w = |m: &Hybrid| host_f64(&m.params()[0].1);
+        let d = 0.9;
+        let w0 = w(&model);
+        let mut ema = Ema::new(&model, d);
+        let shift = |delta: f64| {
+            tch::no_grad(|| {
+                let mut p = model.params()[0].1.shallow_clone();
+                p += delta;
+            })
+        };
+        shift(1.0);
+        let w1 = w(&model);
+        ema.update(&model);
+        shift(-3.0);
+        let w2 = w(&model);
+        ema.update(&model);
+        let other = Hybrid::new(&ModelConfig::tiny(), Device::Cpu).unwrap();
+        ema.copy_to(&other);
+        let got = w(&other);
+        for i in 0..w0.len() {
+            let want = d * d * w0[i] + d * (1.0 - d) * w1[i] + (1.0 - d) * w2[i];
+            assert!((got[i] - want).abs() < 1e-6, "{i}: {} vs {want}", got[i]);
         }
     }
 }

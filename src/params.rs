@@ -1,164 +1,11 @@
 //! Every parameter of the model under its name in the reference `hybrid_ref.py` (the
-//! PyTorch `state_dict` names), so that weights move between the two by name: imported
-//! from a reference export, saved in checkpoints, and visited by the optimizer.
+//! PyTorch `state_dict` names, which are the model's `VarStore` names), so that weights
+//! move between the two by name: imported from a reference export, saved in
+//! checkpoints, and updated by the optimizer.
 
-use burn::module::Param;
-use burn::prelude::*;
+use tch::{Device, Kind, Tensor};
 
 use crate::hybrid::Hybrid;
-use crate::nn::{Conv2d, ConvTranspose2d, GatedResnet, ShiftedConv2d, ShiftedDeconv2d, WnConv2d};
-use crate::vae::BottleneckBlock;
-
-/// A parameter of rank 4 (weights) or 1 (biases and gains).
-pub enum ParamMut<'a> {
-    Rank4(&'a mut Param<Tensor<4>>),
-    Rank1(&'a mut Param<Tensor<1>>),
-}
-
-impl ParamMut<'_> {
-    pub fn shape(&self) -> Vec<usize> {
-        match self {
-            ParamMut::Rank4(p) => p.dims().to_vec(),
-            ParamMut::Rank1(p) => p.dims().to_vec(),
-        }
-    }
-}
-
-/// Calls `f` with each parameter of `model` and its reference name, in the reference's
-/// `state_dict` order.
-pub fn visit(model: &mut Hybrid, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
-    let mut v = Visitor { f };
-    // encoder.net: [conv, ELU] x downsamples, blocks, ELU, conv.
-    let enc = &mut model.encoder;
-    let d = enc.downs.len();
-    for (i, conv) in enc.downs.iter_mut().enumerate() {
-        v.conv(&format!("encoder.net.{}", 2 * i), conv);
-    }
-    for (j, block) in enc.blocks.iter_mut().enumerate() {
-        v.block(&format!("encoder.net.{}", 2 * d + j), block);
-    }
-    let n = enc.blocks.len();
-    v.conv(&format!("encoder.net.{}", 2 * d + n + 1), &mut enc.out);
-    // decoder.net: conv, blocks, ELU, [deconv, ELU] x (downsamples - 1), deconv.
-    let dec = &mut model.decoder;
-    v.conv("decoder.net.0", &mut dec.input);
-    for (j, block) in dec.blocks.iter_mut().enumerate() {
-        v.block(&format!("decoder.net.{}", 1 + j), block);
-    }
-    let n = dec.blocks.len();
-    for (i, up) in dec.ups.iter_mut().enumerate() {
-        v.deconv(&format!("decoder.net.{}", n + 2 + 2 * i), up);
-    }
-    // pixelcnn
-    let pc = &mut model.pixelcnn;
-    v.shifted("pixelcnn.u_init", &mut pc.u_init);
-    v.shifted("pixelcnn.ul_init_above", &mut pc.ul_init_above);
-    v.shifted("pixelcnn.ul_init_left", &mut pc.ul_init_left);
-    v.resnets("pixelcnn.up_u", &mut pc.up_u);
-    v.resnets("pixelcnn.up_ul", &mut pc.up_ul);
-    for (k, c) in pc.down_u.iter_mut().enumerate() {
-        v.shifted(&format!("pixelcnn.down_u.{k}"), c);
-    }
-    for (k, c) in pc.down_ul.iter_mut().enumerate() {
-        v.shifted(&format!("pixelcnn.down_ul.{k}"), c);
-    }
-    v.resnets("pixelcnn.dn_u", &mut pc.dn_u);
-    v.resnets("pixelcnn.dn_ul", &mut pc.dn_ul);
-    for (k, c) in pc.up_u_deconv.iter_mut().enumerate() {
-        v.shifted_deconv(&format!("pixelcnn.up_u_deconv.{k}"), c);
-    }
-    for (k, c) in pc.up_ul_deconv.iter_mut().enumerate() {
-        v.shifted_deconv(&format!("pixelcnn.up_ul_deconv.{k}"), c);
-    }
-    v.wn("pixelcnn.nin_out", &mut pc.nin_out);
-    // mixing network: Sequential(conv, ELU, conv)
-    v.conv("mix.0", &mut model.mix.hidden);
-    v.conv("mix.2", &mut model.mix.out);
-    if let Some(head) = &mut model.aux_head {
-        v.conv("aux_head", head);
-    }
-}
-
-/// The reference names and shapes of every parameter of `model`, in order.
-pub fn names_and_shapes(model: &Hybrid) -> Vec<(String, Vec<usize>)> {
-    let mut model = model.clone();
-    let mut out = Vec::new();
-    visit(&mut model, &mut |name, p| {
-        out.push((name.to_string(), p.shape()))
-    });
-    out
-}
-
-struct Visitor<'f> {
-    f: &'f mut dyn FnMut(&str, ParamMut<'_>),
-}
-
-impl Visitor<'_> {
-    fn p4(&mut self, name: String, p: &mut Param<Tensor<4>>) {
-        (self.f)(&name, ParamMut::Rank4(p))
-    }
-
-    fn p1(&mut self, name: String, p: &mut Param<Tensor<1>>) {
-        (self.f)(&name, ParamMut::Rank1(p))
-    }
-
-    /// `nn.Conv2d`: `weight`, `bias` (if any).
-    fn conv(&mut self, prefix: &str, c: &mut Conv2d) {
-        self.p4(format!("{prefix}.weight"), &mut c.weight);
-        if let Some(b) = &mut c.bias {
-            self.p1(format!("{prefix}.bias"), b);
-        }
-    }
-
-    /// `nn.ConvTranspose2d`: `weight`, `bias`.
-    fn deconv(&mut self, prefix: &str, c: &mut ConvTranspose2d) {
-        self.p4(format!("{prefix}.weight"), &mut c.weight);
-        self.p1(format!("{prefix}.bias"), &mut c.bias);
-    }
-
-    fn block(&mut self, prefix: &str, b: &mut BottleneckBlock) {
-        self.conv(&format!("{prefix}.c1"), &mut b.c1);
-        self.conv(&format!("{prefix}.c2"), &mut b.c2);
-        self.conv(&format!("{prefix}.c3"), &mut b.c3);
-    }
-
-    /// Weight norm: `V`, `g`, `b`.
-    fn wn(&mut self, prefix: &str, c: &mut WnConv2d) {
-        self.p4(format!("{prefix}.V"), &mut c.v);
-        self.p1(format!("{prefix}.g"), &mut c.g);
-        self.p1(format!("{prefix}.b"), &mut c.b);
-    }
-
-    fn shifted(&mut self, prefix: &str, c: &mut ShiftedConv2d) {
-        self.wn(&format!("{prefix}.conv"), &mut c.conv);
-    }
-
-    fn shifted_deconv(&mut self, prefix: &str, c: &mut ShiftedDeconv2d) {
-        let d = &mut c.deconv;
-        self.p4(format!("{prefix}.deconv.V"), &mut d.v);
-        self.p1(format!("{prefix}.deconv.g"), &mut d.g);
-        self.p1(format!("{prefix}.deconv.b"), &mut d.b);
-    }
-
-    fn resnet(&mut self, prefix: &str, r: &mut GatedResnet) {
-        self.shifted(&format!("{prefix}.conv1"), &mut r.conv1);
-        if let Some(nin) = &mut r.nin_a {
-            self.wn(&format!("{prefix}.nin_a"), nin);
-        }
-        self.shifted(&format!("{prefix}.conv2"), &mut r.conv2);
-        if let Some(cond) = &mut r.cond {
-            self.conv(&format!("{prefix}.cond"), cond);
-        }
-    }
-
-    fn resnets(&mut self, prefix: &str, levels: &mut [Vec<GatedResnet>]) {
-        for (s, level) in levels.iter_mut().enumerate() {
-            for (i, r) in level.iter_mut().enumerate() {
-                self.resnet(&format!("{prefix}.{s}.{i}"), r);
-            }
-        }
-    }
-}
 
 /// A tensor read from or written to a safetensors file: `f32` or `u8`, row-major.
 #[derive(Debug, Clone)]
@@ -182,24 +29,20 @@ impl Stored {
         }
     }
 
-    /// A float tensor of rank `D`. The shape must have `D` axes.
-    pub fn to_tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
-        let shape: [usize; D] = self
-            .shape()
-            .try_into()
-            .expect("shape rank checked by the caller");
-        Tensor::from_data(TensorData::new(self.to_f32(), shape), device)
+    /// A float32 tensor on `device` (bytes are converted to their values).
+    pub fn to_tensor(&self, device: Device) -> Tensor {
+        let shape: Vec<i64> = self.shape().iter().map(|&d| d as i64).collect();
+        Tensor::from_slice(&self.to_f32())
+            .view(shape.as_slice())
+            .to_device(device)
     }
 
-    /// Reads a float tensor back to the host.
-    pub fn from_tensor<const D: usize>(t: Tensor<D>) -> Self {
-        let shape = t.dims().to_vec();
-        let data = t
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("a float tensor converts to f32");
-        Stored::F32 { shape, data }
+    /// Reads a float tensor back to the host as float32.
+    pub fn from_tensor(t: &Tensor) -> Self {
+        Stored::F32 {
+            shape: crate::ops::dims(t),
+            data: crate::ops::host_f32(t),
+        }
     }
 }
 
@@ -302,36 +145,34 @@ impl TensorFile {
 /// file outside `skip_prefixes` must be a parameter: otherwise the file was written for
 /// another architecture, and the error says which tensor differs.
 pub fn load_weights(
-    model: &mut Hybrid,
+    model: &Hybrid,
     file: &TensorFile,
     origin: &str,
     skip_prefixes: &[&str],
-    device: &Device,
 ) -> crate::Result<()> {
     use crate::error::Error;
     let mut problems = Vec::new();
     let mut used = std::collections::HashSet::new();
-    visit(model, &mut |name, param| {
+    let device = model.device();
+    for (name, param) in model.params() {
         let Some(stored) = file.tensors.get(name) else {
             problems.push(format!("`{name}` is missing"));
-            return;
+            continue;
         };
-        used.insert(name.to_string());
-        let want = param.shape();
+        used.insert(name.as_str());
+        let want = crate::ops::dims(param);
         if stored.shape() != want.as_slice() {
             problems.push(format!(
                 "`{name}` has shape {:?}, the model expects {want:?}",
                 stored.shape()
             ));
-            return;
+            continue;
         }
-        match param {
-            ParamMut::Rank4(p) => *p = Param::from_tensor(stored.to_tensor::<4>(device)),
-            ParamMut::Rank1(p) => *p = Param::from_tensor(stored.to_tensor::<1>(device)),
-        }
-    });
+        let value = stored.to_tensor(device).to_kind(param.kind());
+        tch::no_grad(|| param.shallow_clone().copy_(&value));
+    }
     for name in file.tensors.keys() {
-        if !used.contains(name) && !skip_prefixes.iter().any(|p| name.starts_with(p)) {
+        if !used.contains(name.as_str()) && !skip_prefixes.iter().any(|p| name.starts_with(p)) {
             problems.push(format!("`{name}` is not a parameter of this model"));
         }
     }
@@ -352,31 +193,21 @@ pub fn load_weights(
 
 /// The parameters of `model` as stored tensors under their reference names.
 pub fn weights(model: &Hybrid) -> Vec<(String, Stored)> {
-    let mut model = model.clone();
-    let mut out = Vec::new();
-    visit(&mut model, &mut |name, p| {
-        let stored = match p {
-            ParamMut::Rank4(p) => Stored::from_tensor(p.val()),
-            ParamMut::Rank1(p) => Stored::from_tensor(p.val()),
-        };
-        out.push((name.to_string(), stored));
-    });
-    out
+    model
+        .params()
+        .iter()
+        .map(|(name, t)| (name.clone(), Stored::from_tensor(t)))
+        .collect()
 }
 
 /// Whether every parameter of `model` is finite.
 pub fn all_finite(model: &Hybrid) -> bool {
-    let mut model = model.clone();
-    let mut ok = true;
-    visit(&mut model, &mut |_, p| {
-        if !ok {
-            return;
-        }
-        let finite = match p {
-            ParamMut::Rank4(p) => p.val().inner().is_finite().all().into_scalar::<bool>(),
-            ParamMut::Rank1(p) => p.val().inner().is_finite().all().into_scalar::<bool>(),
-        };
-        ok &= finite;
-    });
-    ok
+    tch::no_grad(|| {
+        let flags: Vec<Tensor> = model
+            .params()
+            .iter()
+            .map(|(_, t)| t.isfinite().all().to_kind(Kind::Float))
+            .collect();
+        Tensor::stack(&flags, 0).min().double_value(&[]) == 1.0
+    })
 }

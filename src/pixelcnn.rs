@@ -9,17 +9,33 @@
 //! one saved activation as its short-cut input. The output `nin(elu(ul))` at pixel `j`
 //! depends only on the pixels before `j` in raster order (all channels) and on `u`.
 
-use burn::prelude::*;
-use burn::tensor::module::avg_pool2d;
-use burn::tensor::ops::AvgPoolOptions;
+use tch::Tensor;
+use tch::nn::Path;
 
+use crate::nn::gated_resnet::GatedResnetConfig;
+use crate::nn::shifted::ShiftedConfig;
 use crate::nn::{GatedResnet, Mode, Shift, ShiftedConv2d, ShiftedDeconv2d, WnConv2d};
-use crate::ops::{down_shift, elu, right_shift};
+use crate::ops::{down_shift, right_shift};
 
 /// Resolutions of the network: S, S/2 and S/4.
 const LEVELS: usize = 3;
 
-#[derive(Module, Debug)]
+/// The sizes of a PixelCNN++ (model.py's arguments).
+#[derive(Debug, Clone, Copy)]
+pub struct PixelCnnConfig {
+    /// Image channels.
+    pub in_ch: i64,
+    /// Output channels per pixel.
+    pub out_ch: i64,
+    /// Gated resnets per resolution in the up pass.
+    pub nr_resnet: usize,
+    pub nr_filters: i64,
+    /// Channels of the conditioning map `u` (0 for none).
+    pub cond_ch: i64,
+    pub dropout_p: f64,
+}
+
+#[derive(Debug)]
 pub struct PixelCnnPp {
     pub u_init: ShiftedConv2d,
     pub ul_init_above: ShiftedConv2d,
@@ -42,71 +58,83 @@ pub struct PixelCnnPp {
 }
 
 impl PixelCnnPp {
-    /// `in_ch` image channels, `out_ch` output channels per pixel, `nr_resnet` gated
-    /// resnets per resolution, `nr_filters` channels, `cond_ch` channels of `u`.
-    pub fn new(
-        in_ch: usize,
-        out_ch: usize,
-        nr_resnet: usize,
-        nr_filters: usize,
-        cond_ch: usize,
-        dropout_p: f64,
-        device: &Device,
-    ) -> Self {
-        let nf = nr_filters;
-        let c0 = in_ch + 1; // the image and a channel of ones (marks the padding)
-        let gr = |shift, aux| GatedResnet::new(nf, shift, aux, cond_ch, dropout_p, device);
-        let stack = |n: usize, shift, aux| (0..n).map(|_| gr(shift, aux)).collect::<Vec<_>>();
-        let counts = [nr_resnet, nr_resnet + 1, nr_resnet + 1];
-        Self {
-            u_init: ShiftedConv2d::new(c0, nf, [2, 3], Shift::Down, 1, 1.0, device),
-            ul_init_above: ShiftedConv2d::new(c0, nf, [1, 3], Shift::Down, 1, 1.0, device),
-            ul_init_left: ShiftedConv2d::new(c0, nf, [2, 1], Shift::DownRight, 1, 1.0, device),
-            up_u: (0..LEVELS)
-                .map(|_| stack(nr_resnet, Shift::Down, 0))
-                .collect(),
-            up_ul: (0..LEVELS)
-                .map(|_| stack(nr_resnet, Shift::DownRight, nf))
-                .collect(),
-            down_u: (0..LEVELS - 1)
-                .map(|_| ShiftedConv2d::new(nf, nf, [2, 3], Shift::Down, 2, 1.0, device))
-                .collect(),
-            down_ul: (0..LEVELS - 1)
-                .map(|_| ShiftedConv2d::new(nf, nf, [2, 2], Shift::DownRight, 2, 1.0, device))
-                .collect(),
-            dn_u: counts.iter().map(|&n| stack(n, Shift::Down, nf)).collect(),
-            dn_ul: counts
+    /// Weights under the reference's names (`u_init`, `up_u.{level}.{i}`, ...), created
+    /// in the reference's module order.
+    pub fn new(p: &Path, c: PixelCnnConfig) -> Self {
+        let nf = c.nr_filters;
+        let c0 = c.in_ch + 1; // the image and a channel of ones (marks the padding)
+        let block = |aux_ch| GatedResnetConfig {
+            nf,
+            aux_ch,
+            cond_ch: c.cond_ch,
+            dropout_p: c.dropout_p,
+        };
+        // levels[s][i] under `<name>.{s}.{i}`
+        let stacks = |name: &str, counts: &[usize], shift, aux_ch| -> Vec<Vec<GatedResnet>> {
+            counts
                 .iter()
-                .map(|&n| stack(n, Shift::DownRight, 2 * nf))
-                .collect(),
-            up_u_deconv: (0..LEVELS - 1)
-                .map(|_| ShiftedDeconv2d::new(nf, nf, [2, 3], Shift::Down, device))
-                .collect(),
-            up_ul_deconv: (0..LEVELS - 1)
-                .map(|_| ShiftedDeconv2d::new(nf, nf, [2, 2], Shift::DownRight, device))
-                .collect(),
-            nin_out: WnConv2d::nin(nf, out_ch, device),
+                .enumerate()
+                .map(|(s, &n)| {
+                    (0..n)
+                        .map(|i| GatedResnet::new(&(p / name / s / i), shift, block(aux_ch)))
+                        .collect()
+                })
+                .collect()
+        };
+        let up_counts = [c.nr_resnet; LEVELS];
+        let dn_counts = [c.nr_resnet, c.nr_resnet + 1, c.nr_resnet + 1];
+        let strided = |name: &str, shift: Shift| -> Vec<ShiftedConv2d> {
+            let cfg = ShiftedConfig {
+                stride: 2,
+                ..ShiftedConfig::new(nf, nf, shift.stream_kernel())
+            };
+            (0..LEVELS - 1)
+                .map(|k| ShiftedConv2d::new(&(p / name / k), shift, cfg))
+                .collect()
+        };
+        let deconvs = |name: &str, shift| -> Vec<ShiftedDeconv2d> {
+            (0..LEVELS - 1)
+                .map(|k| ShiftedDeconv2d::new(&(p / name / k), shift, nf, nf))
+                .collect()
+        };
+        let init = |name: &str, shift, kernel| {
+            ShiftedConv2d::new(&(p / name), shift, ShiftedConfig::new(c0, nf, kernel))
+        };
+        Self {
+            u_init: init("u_init", Shift::Down, [2, 3]),
+            ul_init_above: init("ul_init_above", Shift::Down, [1, 3]),
+            ul_init_left: init("ul_init_left", Shift::DownRight, [2, 1]),
+            up_u: stacks("up_u", &up_counts, Shift::Down, 0),
+            up_ul: stacks("up_ul", &up_counts, Shift::DownRight, nf),
+            down_u: strided("down_u", Shift::Down),
+            down_ul: strided("down_ul", Shift::DownRight),
+            dn_u: stacks("dn_u", &dn_counts, Shift::Down, nf),
+            dn_ul: stacks("dn_ul", &dn_counts, Shift::DownRight, 2 * nf),
+            up_u_deconv: deconvs("up_u_deconv", Shift::Down),
+            up_ul_deconv: deconvs("up_ul_deconv", Shift::DownRight),
+            nin_out: WnConv2d::nin(&(p / "nin_out"), nf, c.out_ch),
         }
     }
 
+    /// Runs in the floating-point type of `x` (`u` is cast to it).
+    ///
     /// # Shapes
     /// - `x`: `[B, C, H, W]` in `[-1, 1]`, `H` and `W` divisible by 4
     /// - `u`: `[B, cond_ch, H, W]`
     /// - returns `v`: `[B, out_ch, H, W]`
-    pub fn forward(&self, x: Tensor<4>, u: &Tensor<4>, mode: Mode) -> Tensor<4> {
-        let [b, _, h, w] = x.dims();
-        let device = x.device();
+    pub fn forward(&self, x: &Tensor, u: &Tensor, mode: Mode) -> Tensor {
+        let s = x.size();
+        let (b, h, w) = (s[0], s[2], s[3]);
+        let u = u.to_kind(x.kind());
         // u average-pooled to each resolution.
-        let hs = [
-            u.clone(),
-            avg_pool2d(u.clone(), AvgPoolOptions::new([2, 2])),
-            avg_pool2d(u.clone(), AvgPoolOptions::new([4, 4])),
-        ];
-        let xp = Tensor::cat(vec![x, Tensor::<4>::ones([b, 1, h, w], &device)], 1); // [B, C+1, H, W]
-        let mut u_list = vec![down_shift(self.u_init.forward(xp.clone()))]; // [B, nf, H, W]
+        let pool = |k: i64| u.avg_pool2d([k, k], [k, k], [0, 0], false, true, None::<i64>);
+        let hs = [u.shallow_clone(), pool(2), pool(4)];
+        let ones = Tensor::ones([b, 1, h, w], (x.kind(), x.device()));
+        let xp = Tensor::cat(&[x, &ones], 1); // [B, C+1, H, W]
+        let mut u_list = vec![down_shift(&self.u_init.forward(&xp))]; // [B, nf, H, W]
         let mut ul_list = vec![
-            down_shift(self.ul_init_above.forward(xp.clone()))
-                + right_shift(self.ul_init_left.forward(xp)),
+            down_shift(&self.ul_init_above.forward(&xp))
+                + right_shift(&self.ul_init_left.forward(&xp)),
         ];
         // Up pass.
         for (s, h_s) in hs.iter().enumerate() {
@@ -118,7 +146,7 @@ impl PixelCnnPp {
             }
             for (gu, gul) in self.up_u[s].iter().zip(&self.up_ul[s]) {
                 let u = gu.forward(last(&u_list), None, Some(h_s), mode);
-                let ul = gul.forward(last(&ul_list), Some(u.clone()), Some(h_s), mode);
+                let ul = gul.forward(last(&ul_list), Some(&u), Some(h_s), mode);
                 u_list.push(u);
                 ul_list.push(ul);
             }
@@ -129,78 +157,75 @@ impl PixelCnnPp {
         for s in 0..LEVELS {
             let res = LEVELS - 1 - s;
             if s > 0 {
-                u = self.up_u_deconv[s - 1].forward(u); // [B, nf, 2h, 2w]
-                ul = self.up_ul_deconv[s - 1].forward(ul);
+                u = self.up_u_deconv[s - 1].forward(&u); // [B, nf, 2h, 2w]
+                ul = self.up_ul_deconv[s - 1].forward(&ul);
             }
             for (gu, gul) in self.dn_u[s].iter().zip(&self.dn_ul[s]) {
                 let saved_u = u_list.pop().expect("one saved u per down-pass block");
                 let saved_ul = ul_list.pop().expect("one saved ul per down-pass block");
-                u = gu.forward(u, Some(saved_u), Some(&hs[res]), mode);
-                let a = Tensor::cat(vec![u.clone(), saved_ul], 1); // [B, 2nf, h, w]
-                ul = gul.forward(ul, Some(a), Some(&hs[res]), mode);
+                u = gu.forward(&u, Some(&saved_u), Some(&hs[res]), mode);
+                let a = Tensor::cat(&[&u, &saved_ul], 1); // [B, 2nf, h, w]
+                ul = gul.forward(&ul, Some(&a), Some(&hs[res]), mode);
             }
         }
         debug_assert!(u_list.is_empty() && ul_list.is_empty());
-        self.nin_out.forward(elu(ul)) // [B, out_ch, H, W]
+        self.nin_out.forward(&ul.elu()) // [B, out_ch, H, W]
     }
 }
 
-fn last(list: &[Tensor<4>]) -> Tensor<4> {
-    list.last().expect("non-empty activation list").clone()
+fn last(list: &[Tensor]) -> &Tensor {
+    list.last().expect("non-empty activation list")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use crate::ops::host_f64;
+    use tch::nn::VarStore;
+    use tch::{Device, Kind};
 
     /// Changing pixel `j` (all channels) must leave the output unchanged at every pixel
-    /// at or before `j` in raster order and change some later pixel, for every `j` of a
-    /// 32x32 image (tiny preset's PixelCNN++, evaluation mode).
-    fn causality(channels: usize, size: usize, pixels: &[usize]) {
-        let device = crate::backend::cpu();
-        crate::backend::seed(&device, 11);
-        let net = PixelCnnPp::new(channels, 10, 1, 8, 8, 0.5, &device);
-        let levels = Tensor::<4>::random(
-            [1, channels, size, size],
-            Distribution::Uniform(0.0, 255.0),
-            &device,
-        )
-        .round()
-            / 127.5
-            - 1.0;
-        let h = Tensor::<4>::random([1, 8, size, size], Distribution::Normal(0.0, 1.0), &device);
-        let base: Vec<f32> = net
-            .forward(levels.clone(), &h, Mode::Eval)
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap();
-        let x0: Vec<f32> = levels.into_data().try_into_vec::<f32>().unwrap();
-        let n = size * size;
+    /// at or before `j` in raster order and change some later pixel (tiny preset's
+    /// PixelCNN++, evaluation mode). The network runs in float64 so that a batch's
+    /// rounding never passes for a dependence: "changed" means by more than 1e-9.
+    fn causality(channels: i64, size: i64, pixels: &[usize]) {
+        let mut vs = VarStore::new(Device::Cpu);
+        let config = PixelCnnConfig {
+            in_ch: channels,
+            out_ch: 10,
+            nr_resnet: 1,
+            nr_filters: 8,
+            cond_ch: 8,
+            dropout_p: 0.5,
+        };
+        let net = PixelCnnPp::new(&vs.root(), config);
+        vs.double();
+        let opts = (Kind::Double, Device::Cpu);
+        let levels = Tensor::randint(256, [1, channels, size, size], opts) / 127.5 - 1.0;
+        let h = Tensor::randn([1, 8, size, size], opts);
+        let base = host_f64(&net.forward(&levels, &h, Mode::Eval));
+        let x0 = host_f64(&levels);
+        let n = (size * size) as usize;
         for chunk in pixels.chunks(128) {
             let b = chunk.len();
             let mut xs = Vec::with_capacity(b * x0.len());
             for &j in chunk {
                 let mut x = x0.clone();
-                for c in 0..channels {
+                for c in 0..channels as usize {
                     let v = &mut x[c * n + j];
                     // Move to another level, staying in [-1, 1].
                     *v = if *v > 0.0 { *v - 1.0 } else { *v + 1.0 };
                 }
                 xs.extend(x);
             }
-            let xs =
-                Tensor::<4>::from_data(TensorData::new(xs, [b, channels, size, size]), &device);
-            let hb = h.clone().expand([b, 8, size, size]);
-            let out: Vec<f32> = net
-                .forward(xs, &hb, Mode::Eval)
-                .into_data()
-                .try_into_vec::<f32>()
-                .unwrap();
+            let xs = Tensor::from_slice(&xs).view([b as i64, channels, size, size]);
+            let hb = h.expand([b as i64, 8, size, size], false);
+            let out = host_f64(&net.forward(&xs, &hb, Mode::Eval));
             let per = 10 * n;
             for (i, &j) in chunk.iter().enumerate() {
-                let changed =
-                    |p: usize| (0..10).any(|c| out[i * per + c * n + p] != base[c * n + p]);
+                let changed = |p: usize| {
+                    (0..10).any(|c| (out[i * per + c * n + p] - base[c * n + p]).abs() > 1e-9)
+                };
                 let before = (0..=j).find(|&p| changed(p));
                 assert!(
                     before.is_none(),

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use tch::Device;
 
 use crate::config::ExperimentConfig;
 use crate::error::{Error, IoContext, Result};
@@ -141,8 +141,7 @@ impl RunDir {
     pub fn load_checkpoint(
         &self,
         config: &ExperimentConfig,
-        model: &mut Hybrid,
-        device: &Device,
+        model: &Hybrid,
     ) -> Result<(TensorFile, TrainState)> {
         let path = self.checkpoint_path();
         if !path.exists() {
@@ -179,7 +178,6 @@ impl RunDir {
             &file,
             &path.display().to_string(),
             &["adam.", "ema."],
-            device,
         )?;
         let state = match file.metadata.get(STATE_KEY) {
             Some(s) => serde_json::from_str(s).map_err(|e| {
@@ -274,17 +272,17 @@ impl TrainState {
 
 /// Loads the model of a run for evaluation or sampling (plain device, no autodiff),
 /// with the averaged weights when the run keeps a Polyak average.
-pub fn load_for_inference(dir: &Path, device: &Device) -> Result<(ExperimentConfig, Hybrid)> {
+pub fn load_for_inference(dir: &Path, device: Device) -> Result<(ExperimentConfig, Hybrid)> {
     let run = RunDir::new(dir);
     let config = run.read_config()?;
-    let mut model = Hybrid::new(&config.model, device)?;
-    let (file, _) = run.load_checkpoint(&config, &mut model, device)?;
+    let model = Hybrid::new(&config.model, device)?;
+    let (file, _) = run.load_checkpoint(&config, &model)?;
     if let Some(decay) = config.train.ema_decay
         && file.tensors.keys().any(|k| k.starts_with("ema."))
     {
         let mut ema = Ema::new(&model, decay);
         ema.load_state(&file, device);
-        model = ema.apply_to(&model);
+        ema.copy_to(&model);
     }
     Ok((config, model))
 }

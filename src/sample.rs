@@ -8,8 +8,8 @@
 //! first `R` rows only, `R` = `r + 1` rounded up to a multiple of 4 (the coarsest
 //! resolution's step): the same numbers at about half the cost.
 
-use burn::prelude::*;
 use rand::SeedableRng;
+use tch::Tensor;
 
 use crate::dmol;
 use crate::evaluate::host_normal;
@@ -20,14 +20,27 @@ use crate::nn::Mode;
 /// `[n, C, S, S]`. `progress` is called after each row with `(row, rows)`.
 pub fn sample_given_u(
     model: &Hybrid,
-    u: &Tensor<4>,
+    u: &Tensor,
     channels: usize,
     temperature: f32,
     seed: u64,
     crop: bool,
     mut progress: impl FnMut(usize, usize),
 ) -> Vec<u8> {
-    let [n, _, size, _] = u.dims();
+    tch::no_grad(|| sample_rows(model, u, channels, temperature, seed, crop, &mut progress))
+}
+
+fn sample_rows(
+    model: &Hybrid,
+    u: &Tensor,
+    channels: usize,
+    temperature: f32,
+    seed: u64,
+    crop: bool,
+    progress: &mut impl FnMut(usize, usize),
+) -> Vec<u8> {
+    let size = u.size();
+    let (n, size) = (size[0] as usize, size[2] as usize);
     let device = u.device();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let plane = size * size;
@@ -41,16 +54,15 @@ pub fn sample_given_u(
         };
         for c in 0..size {
             // The current image, cropped to the rows that matter.
-            let x = Tensor::<4>::from_data(
-                TensorData::new(x_values.clone(), [n, channels, size, size]),
-                &device,
-            )
-            .narrow(2, 0, rows); // [n, C, rows, S]
-            let u_rows = u.clone().narrow(2, 0, rows); // [n, dec_out, rows, S]
-            let (params, _, _) = model.pixel_params(x, &u_rows, Mode::Eval);
-            let p = params.narrow(2, r, 1).narrow(3, c, 1); // [n, P, 1, 1]
-            let p_len = p.dims()[1];
-            let values: Vec<f32> = p.into_data().try_into_vec::<f32>().expect("float tensor");
+            let x = Tensor::from_slice(&x_values)
+                .view([n as i64, channels as i64, size as i64, size as i64])
+                .to_device(device)
+                .narrow(2, 0, rows as i64); // [n, C, rows, S]
+            let u_rows = u.narrow(2, 0, rows as i64); // [n, dec_out, rows, S]
+            let (params, _, _) = model.pixel_params(&x, &u_rows, Mode::Eval);
+            let p = params.narrow(2, r as i64, 1).narrow(3, c as i64, 1); // [n, P, 1, 1]
+            let p_len = p.size()[1] as usize;
+            let values = crate::ops::host_f32(&p);
             for i in 0..n {
                 let pixel = dmol::sample_pixel(
                     &values[i * p_len..(i + 1) * p_len],
@@ -86,12 +98,11 @@ pub fn sample_prior(
     model: &Hybrid,
     n: usize,
     draw: &Draw,
-    device: &Device,
     progress: impl FnMut(usize, usize),
 ) -> Vec<u8> {
     let shape = model.latent_shape(n, draw.size);
-    let z = host_normal(shape, draw.seed ^ 0x5A5A_0000, device) * draw.temperature as f64;
-    let u = model.decoder.forward(z); // [n, dec_out, S, S]
+    let z = host_normal(shape, draw.seed ^ 0x5A5A_0000, model.device()) * draw.temperature as f64;
+    let u = tch::no_grad(|| model.decode(&z)); // [n, dec_out, S, S]
     sample_given_u(
         model,
         &u,
@@ -111,7 +122,6 @@ pub fn reconstruct(
     n: usize,
     k: usize,
     draw: &Draw,
-    device: &Device,
     progress: impl FnMut(usize, usize),
 ) -> Vec<u8> {
     let Draw {
@@ -128,11 +138,14 @@ pub fn reconstruct(
             rep.extend_from_slice(&x[i * plane..(i + 1) * plane]);
         }
     }
+    let device = model.device();
     let xt = crate::data::images_to_tensor(&rep, [n * k, channels, size, size], device);
-    let (mean, logvar) = model.encoder.forward(xt);
-    let noise = host_normal(mean.dims(), seed ^ 0xA5A5_0000, device);
-    let z = mean + (logvar * 0.5).exp() * noise;
-    let u = model.decoder.forward(z);
+    let u = tch::no_grad(|| {
+        let (mean, logvar) = model.encode(&xt);
+        let noise = host_normal(model.latent_shape(n * k, size), seed ^ 0xA5A5_0000, device);
+        let z = mean + (logvar * 0.5).exp() * noise; // z ~ q(z|x)
+        model.decode(&z)
+    });
     sample_given_u(model, &u, channels, temperature, seed, true, progress)
 }
 
@@ -140,18 +153,20 @@ pub fn reconstruct(
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+    use tch::Device;
 
     #[test]
     fn cropping_to_the_rows_drawn_changes_nothing() {
-        let device = crate::backend::cpu();
         let config = ModelConfig {
             image_size: 16,
             downsamples: 2,
             ..ModelConfig::tiny().with_bottleneck("vb:0.1".parse().unwrap())
         };
-        let model = Hybrid::new(&config, &device).unwrap();
-        let z = host_normal(model.latent_shape(2, 16), 3, &device);
-        let u = model.decoder.forward(z);
+        // In float64, so that the two computations cannot round differently.
+        let mut model = Hybrid::new(&config, Device::Cpu).unwrap();
+        model.use_f64();
+        let z = host_normal(model.latent_shape(2, 16), 3, Device::Cpu);
+        let u = tch::no_grad(|| model.decode(&z));
         let full = sample_given_u(&model, &u, 3, 1.0, 9, false, |_, _| {});
         let cropped = sample_given_u(&model, &u, 3, 1.0, 9, true, |_, _| {});
         assert_eq!(full, cropped);
@@ -160,13 +175,12 @@ mod tests {
 
     #[test]
     fn reconstructions_have_the_asked_shape() {
-        let device = crate::backend::cpu();
         let config = ModelConfig {
             image_size: 8,
             downsamples: 1,
             ..ModelConfig::tiny()
         };
-        let model = Hybrid::new(&config, &device).unwrap();
+        let model = Hybrid::new(&config, Device::Cpu).unwrap();
         let x: Vec<u8> = (0..2 * 3 * 64).map(|i| (i % 256) as u8).collect();
         let mut rows = 0;
         let draw = Draw {
@@ -175,7 +189,7 @@ mod tests {
             temperature: 1.0,
             seed: 1,
         };
-        let out = reconstruct(&model, &x, 2, 3, &draw, &device, |r, _| rows = r);
+        let out = reconstruct(&model, &x, 2, 3, &draw, |r, _| rows = r);
         assert_eq!(out.len(), 2 * 3 * 3 * 64);
         assert_eq!(rows, 8);
     }

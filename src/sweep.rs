@@ -90,7 +90,8 @@ fn train_command(
         .arg(run)
         .args(["--threads", &threads.to_string()])
         .args(["--seed", &args.seed.to_string()])
-        .args(["--device", &args.device]);
+        .args(["--device", &args.device.to_string()])
+        .args(["--precision", &args.precision.to_string()]);
     cmd.args(args.schedule.to_args());
     if run.join("config.json").exists() {
         cmd.arg("--resume");
@@ -107,7 +108,7 @@ fn eval_command(args: &SweepArgs, run: &Path, threads: usize, data: &Path) -> Co
         .arg("--data")
         .arg(data)
         .args(["--threads", &threads.to_string()])
-        .args(["--device", &args.device])
+        .args(["--device", &args.device.to_string()])
         .arg("--json");
     cmd
 }

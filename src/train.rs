@@ -12,16 +12,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::prelude::*;
 use serde_json::json;
+use tch::{Device, Kind, Tensor};
 
+use crate::backend::Precision;
 use crate::config::ExperimentConfig;
 use crate::data::{Batches, Dataset, images_to_tensor};
 use crate::error::{Error, Result};
-use crate::evaluate::{EvalReport, evaluate};
-use crate::hybrid::Hybrid;
+use crate::evaluate::{EvalOptions, EvalReport, evaluate};
+use crate::hybrid::{Hybrid, Terms};
 use crate::nn::Mode;
-use crate::optim::{Adam, Ema, exponential_lr};
+use crate::ops::host_f64;
+use crate::optim::{Adam, Ema, exponential_lr, gradients};
 use crate::run::{EpochSums, RunDir, TrainState};
 use crate::units::{bits_per_dim, bits_per_dim_factor};
 
@@ -50,6 +52,8 @@ pub struct TrainOutcome {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub device: Device,
+    /// The floating-point type of convolutions (bf16 on GPUs that have it).
+    pub precision: Precision,
     /// Show a progress bar on the terminal.
     pub progress: bool,
     /// Set to stop at the next step boundary with a checkpoint (SIGINT).
@@ -128,19 +132,21 @@ pub fn train(
     let dims = mc.dims();
     let shape = |b| [b, mc.image_channels, mc.image_size, mc.image_size];
     // ---- model, optimizer, average: new or from the checkpoint
-    let device = session.device.clone().autodiff();
-    let plain = session.device.clone();
-    crate::backend::seed(&device, step_seed(tc.seed, u64::MAX));
-    let mut model = Hybrid::new(mc, &device)?;
+    let device = session.device;
+    crate::backend::seed(step_seed(tc.seed, u64::MAX));
+    let mut model = Hybrid::new(mc, device)?;
+    model.set_precision(session.precision);
     let mut adam = Adam::new(tc.adam);
     let mut ema = tc.ema_decay.map(|d| Ema::new(&model, d));
+    // The model the Polyak average is evaluated in, made at the first evaluation.
+    let mut averaged: Option<Hybrid> = None;
     let mut state = TrainState::fresh();
     if run.has_checkpoint() {
-        let (file, saved) = run.load_checkpoint(config, &mut model, &device)?;
-        adam.load_state(&file, saved.step, &plain);
+        let (file, saved) = run.load_checkpoint(config, &model)?;
+        adam.load_state(&file, saved.step, device);
         if let Some(e) = &mut ema {
             *e = Ema::new(&model, e.decay);
-            e.load_state(&file, &plain);
+            e.load_state(&file, device);
         }
         state = saved;
         run.truncate_metrics_after(state.step)?;
@@ -165,7 +171,14 @@ pub fn train(
     let mut order = Batches::sequential(0, 1);
     // ---- the untrained model's test figure, once, with a checkpoint so it is not redone
     if tc.eval_first && state.step == 0 && state.best_test_nelbo_bpd.is_none() {
-        let report = test_report(&model, ema.as_ref(), data, tc, &plain);
+        let report = test_report(
+            &mut model,
+            ema.as_ref(),
+            &mut averaged,
+            data,
+            tc,
+            session.precision,
+        )?;
         say(
             &bar,
             format!(
@@ -196,13 +209,15 @@ pub fn train(
         }
         let idx = order.get(batch_in_epoch);
         let t0 = Instant::now();
-        crate::backend::seed(&device, step_seed(tc.seed, step));
-        let x = images_to_tensor(&data.train.gather(idx), shape(idx.len()), &device);
-        let terms = model.forward(x, Mode::Train);
+        crate::backend::seed(step_seed(tc.seed, step));
+        let x = images_to_tensor(&data.train.gather(idx), shape(idx.len()), device);
+        let terms = model.forward(&x, Mode::Train);
         // Optimise the batch mean of the per-image loss in bits/dim (Adam is scale-free;
         // this keeps the logged loss readable).
-        let loss = terms.loss.clone().mean() * bits_per_dim_factor(dims);
-        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        let loss = terms.loss.mean(Kind::Float) * bits_per_dim_factor(dims);
+        // One transfer to the host per step: the loss and the batch's sums.
+        let sums = batch_sums(&loss, &terms);
+        let loss_value = sums.loss;
         if !loss_value.is_finite() {
             bar.abandon();
             return Err(Error::Training(format!(
@@ -217,14 +232,16 @@ pub fn train(
                 run.path.display()
             )));
         }
-        let grads = loss.backward();
+        let grads = gradients(&model, &loss);
         let lr = exponential_lr(tc.lr_start, tc.lr_end, step, total_steps);
-        adam.step(&mut model, &grads, lr);
+        adam.step(&model, &grads, lr);
+        drop(grads);
         if let Some(e) = &mut ema {
             e.update(&model);
         }
+        crate::backend::sync(device);
         let seconds = t0.elapsed().as_secs_f64();
-        add_terms(&mut state.epoch_sums, &terms, idx.len(), seconds);
+        add_terms(&mut state.epoch_sums, &sums, idx.len(), seconds);
         state.elapsed_s += seconds;
         state.step += 1;
         session_steps += 1;
@@ -248,7 +265,14 @@ pub fn train(
         let epoch_end = state.step.is_multiple_of(steps_per_epoch) || state.step == total_steps;
         let eval_due = epoch_end || tc.eval_every.is_some_and(|k| state.step.is_multiple_of(k));
         if eval_due {
-            let report = test_report(&model, ema.as_ref(), data, tc, &plain);
+            let report = test_report(
+                &mut model,
+                ema.as_ref(),
+                &mut averaged,
+                data,
+                tc,
+                session.precision,
+            )?;
             if !report.nelbo_bpd.is_finite() {
                 bar.abandon();
                 return Err(Error::Training(format!(
@@ -338,23 +362,46 @@ pub fn check_images_fit(config: &ExperimentConfig, data: &Dataset) -> Result<()>
     Ok(())
 }
 
-fn add_terms(s: &mut EpochSums, terms: &crate::hybrid::Terms, images: usize, seconds: f64) {
-    let sum = |t: &Tensor<1>| -> f64 {
-        t.clone()
-            .inner()
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("float tensor")
-            .iter()
-            .sum()
-    };
+/// A step's loss (bits/dim) and its batch's summed terms (nats), on the host.
+struct BatchSums {
+    loss: f64,
+    nelbo: f64,
+    kl: f64,
+    recon: f64,
+    vb_rate: f64,
+    aux_nll: f64,
+}
+
+fn batch_sums(loss: &Tensor, terms: &Terms) -> BatchSums {
+    let total = |t: &Tensor| t.detach().sum(Kind::Float);
+    let values = host_f64(&Tensor::stack(
+        &[
+            loss.detach(),
+            total(&terms.nelbo),
+            total(&terms.kl),
+            total(&terms.recon),
+            total(&terms.vb_rate),
+            total(&terms.aux_nll),
+        ],
+        0,
+    ));
+    BatchSums {
+        loss: values[0],
+        nelbo: values[1],
+        kl: values[2],
+        recon: values[3],
+        vb_rate: values[4],
+        aux_nll: values[5],
+    }
+}
+
+fn add_terms(s: &mut EpochSums, b: &BatchSums, images: usize, seconds: f64) {
     s.images += images as u64;
-    s.nelbo += sum(&terms.nelbo);
-    s.kl += sum(&terms.kl);
-    s.recon += sum(&terms.recon);
-    s.vb_rate += sum(&terms.vb_rate);
-    s.aux_nll += sum(&terms.aux_nll);
+    s.nelbo += b.nelbo;
+    s.kl += b.kl;
+    s.recon += b.recon;
+    s.vb_rate += b.vb_rate;
+    s.aux_nll += b.aux_nll;
     s.seconds += seconds;
 }
 
@@ -385,28 +432,41 @@ fn metrics_line(
     })
 }
 
-/// The test evaluation during training: on the Polyak average when there is one, on the
-/// first `eval_images` test images, with the run's seed for the `z` draws.
+/// The test evaluation during training, in float32 whatever the training precision (so
+/// that `ibvae eval` reproduces it): on the Polyak average when there is one (copied into
+/// `averaged`, made on first use), on the first `eval_images` test images, with the run's
+/// seed for the `z` draws.
 fn test_report(
-    model: &Hybrid,
+    model: &mut Hybrid,
     ema: Option<&Ema>,
+    averaged: &mut Option<Hybrid>,
     data: &Dataset,
     tc: &crate::config::TrainConfig,
-    device: &Device,
-) -> EvalReport {
-    let eval_model = match ema {
-        Some(e) => e.apply_to(model),
-        None => model.valid(),
+    training_precision: Precision,
+) -> Result<EvalReport> {
+    let options = EvalOptions {
+        limit: tc.eval_images,
+        batch: tc.eval_batch,
+        seed: tc.seed,
+        iw_samples: 1,
     };
-    evaluate(
-        &eval_model,
-        &data.test,
-        tc.eval_images,
-        tc.eval_batch,
-        tc.seed,
-        1,
-        device,
-    )
+    let report = match ema {
+        Some(e) => {
+            if averaged.is_none() {
+                *averaged = Some(Hybrid::new(&model.config, model.device())?);
+            }
+            let m = averaged.as_ref().expect("made above");
+            e.copy_to(m);
+            evaluate(m, &data.test, options)
+        }
+        None => {
+            model.set_precision(Precision::F32);
+            let report = evaluate(model, &data.test, options);
+            model.set_precision(training_precision);
+            report
+        }
+    };
+    Ok(report)
 }
 
 /// A line above the progress bar, or on stderr when there is no bar (a log file).
@@ -469,6 +529,7 @@ mod tests {
         };
         let session = Session {
             device: crate::backend::cpu(),
+            precision: Precision::F32,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
             max_session_steps: Some(3),
@@ -497,10 +558,8 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .expect("the message names the step");
         // The checkpoint on disk is an earlier one, with finite weights, and it resumes.
-        let mut model = Hybrid::new(&config.model, &crate::backend::cpu()).unwrap();
-        let (_, state) = run
-            .load_checkpoint(&config_ok, &mut model, &crate::backend::cpu())
-            .unwrap();
+        let model = Hybrid::new(&config.model, crate::backend::cpu()).unwrap();
+        let (_, state) = run.load_checkpoint(&config_ok, &model).unwrap();
         assert!(
             state.step >= 3 && state.step <= failed_at,
             "{} vs {failed_at}",

@@ -4,12 +4,13 @@
 //! left); the streams are shifted once more at the input so that a pixel never sees
 //! itself.
 
-use burn::prelude::*;
+use tch::Tensor;
+use tch::nn::Path;
 
 use super::weight_norm::{WnConv2d, WnConvTranspose2d};
 
 /// Which causal shape a shifted convolution has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shift {
     /// Sees rows `<= r`, centred horizontally: pad `kh - 1` on top, `(kw - 1) / 2` on
     /// each side.
@@ -18,35 +19,66 @@ pub enum Shift {
     DownRight,
 }
 
-crate::constant_module!(Shift);
+impl Shift {
+    /// The kernel of the gated resnets' convolutions in this stream: 2x3 for `u`
+    /// (down), 2x2 for `ul` (down-right), as in model.py.
+    pub fn stream_kernel(self) -> [i64; 2] {
+        match self {
+            Shift::Down => [2, 3],
+            Shift::DownRight => [2, 2],
+        }
+    }
+}
 
-/// A weight-normalised causal convolution.
-#[derive(Module, Debug)]
+/// A weight-normalised causal convolution. Its weights live under `<path>.conv`.
+#[derive(Debug)]
 pub struct ShiftedConv2d {
     pub conv: WnConv2d,
     pub shift: Shift,
 }
 
-impl ShiftedConv2d {
-    pub fn new(
-        cin: usize,
-        cout: usize,
-        kernel: [usize; 2],
-        shift: Shift,
-        stride: usize,
-        init_scale: f64,
-        device: &Device,
-    ) -> Self {
+/// Channels, kernel, stride and initial gain of a shifted convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftedConfig {
+    pub cin: i64,
+    pub cout: i64,
+    pub kernel: [i64; 2],
+    pub stride: i64,
+    pub init_scale: f64,
+}
+
+impl ShiftedConfig {
+    /// Stride 1, unit gain.
+    pub fn new(cin: i64, cout: i64, kernel: [i64; 2]) -> Self {
         Self {
-            conv: WnConv2d::new(cin, cout, kernel, stride, init_scale, device),
+            cin,
+            cout,
+            kernel,
+            stride: 1,
+            init_scale: 1.0,
+        }
+    }
+}
+
+impl ShiftedConv2d {
+    pub fn new(p: &Path, shift: Shift, c: ShiftedConfig) -> Self {
+        Self {
+            conv: WnConv2d::new(
+                &(p / "conv"),
+                c.cin,
+                c.cout,
+                c.kernel,
+                c.stride,
+                c.init_scale,
+            ),
             shift,
         }
     }
 
     /// # Shapes
     /// `[B, in, H, W]` -> `[B, out, H, W]` (stride 1) or `[B, out, H / 2, W / 2]` (stride 2)
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, kh, kw] = self.conv.v.dims();
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let [kh, kw] = self.conv.kernel();
         let padding = match self.shift {
             Shift::Down => [kh - 1, 0, (kw - 1) / 2, (kw - 1) / 2],
             Shift::DownRight => [kh - 1, 0, kw - 1, 0],
@@ -57,31 +89,34 @@ impl ShiftedConv2d {
 
 /// A weight-normalised stride-2 causal transposed convolution, cropped to twice the
 /// input size: rows `0..2H`, and columns `(kw - 1) / 2 ..` (down) or `0..` (down-right).
-#[derive(Module, Debug)]
+/// Its weights live under `<path>.deconv`.
+#[derive(Debug)]
 pub struct ShiftedDeconv2d {
     pub deconv: WnConvTranspose2d,
     pub shift: Shift,
 }
 
 impl ShiftedDeconv2d {
-    pub fn new(cin: usize, cout: usize, kernel: [usize; 2], shift: Shift, device: &Device) -> Self {
+    pub fn new(p: &Path, shift: Shift, cin: i64, cout: i64) -> Self {
+        let kernel = shift.stream_kernel();
         Self {
-            deconv: WnConvTranspose2d::new(cin, cout, kernel, 2, device),
+            deconv: WnConvTranspose2d::new(&(p / "deconv"), cin, cout, kernel, 2),
             shift,
         }
     }
 
     /// # Shapes
     /// `[B, in, H, W]` -> `[B, out, 2H, 2W]`
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, h, w] = x.dims();
-        let [_, _, _, kw] = self.deconv.v.dims();
-        let s = self.deconv.stride;
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let s = x.size();
+        let (h, w) = (s[2], s[3]);
+        let kw = self.deconv.v.size()[3];
+        let stride = self.deconv.stride;
         let col0 = match self.shift {
             Shift::Down => (kw - 1) / 2,
             Shift::DownRight => 0,
         };
         let y = self.deconv.forward(x); // [B, out, (H - 1) s + kh, (W - 1) s + kw]
-        y.narrow(2, 0, h * s).narrow(3, col0, w * s) // [B, out, 2H, 2W]
+        y.narrow(2, 0, h * stride).narrow(3, col0, w * stride) // [B, out, 2H, 2W]
     }
 }

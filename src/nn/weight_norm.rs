@@ -3,148 +3,138 @@
 //! the caller asks for. Initialisation as the reference: `V ~ N(0, 0.05)`, `g` = the
 //! init scale (unit-norm filters; 0.1 for a gated resnet's second convolution), `b = 0`.
 
-use burn::module::Param;
-use burn::prelude::*;
-use burn::tensor::Distribution;
-use burn::tensor::module::{conv_transpose2d, conv2d};
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
 
 /// Standard deviation of the initial directions `V` (nn.py).
 const V_INIT_STD: f64 = 0.05;
 /// Floor of `sum V^2` inside the square root: an all-zero filter gives zero, not NaN.
-const NORM_FLOOR: f32 = 1e-12;
+const NORM_FLOOR: f64 = 1e-12;
 
-fn init_params(
-    v_shape: [usize; 4],
-    cout: usize,
-    init_scale: f64,
-    device: &Device,
-) -> (Param<Tensor<4>>, Param<Tensor<1>>, Param<Tensor<1>>) {
-    (
-        Param::from_tensor(Tensor::random(
-            v_shape,
-            Distribution::Normal(0.0, V_INIT_STD),
-            device,
-        )),
-        Param::from_tensor(Tensor::<1>::ones([cout], device) * init_scale),
-        Param::from_tensor(Tensor::<1>::zeros([cout], device)),
-    )
+/// `V`, `g`, `b` of a weight-normalised layer with `cout` outputs.
+fn init_params(p: &Path, v_shape: [i64; 4], cout: i64, init_scale: f64) -> [Tensor; 3] {
+    let v_init = Init::Randn {
+        mean: 0.0,
+        stdev: V_INIT_STD,
+    };
+    [
+        p.var("V", &v_shape, v_init),
+        p.var("g", &[cout], Init::Const(init_scale)),
+        p.var("b", &[cout], Init::Const(0.0)),
+    ]
+}
+
+/// `g * V / sqrt(max(sum V^2, 1e-12))`, the norm taken over `dims` (every axis but the
+/// output channels'), in float32, then cast to `kind`.
+fn normalised(v: &Tensor, g: &Tensor, dims: [i64; 3], g_shape: [i64; 4], kind: Kind) -> Tensor {
+    let norm = v
+        .square()
+        .sum_dim_intlist(dims.as_slice(), true, None::<Kind>)
+        .clamp_min(NORM_FLOOR)
+        .sqrt();
+    (v / norm * g.view(g_shape)).to_kind(kind)
 }
 
 /// A weight-normalised convolution. `V` is `[out, in, kh, kw]`, normalised over
 /// `(in, kh, kw)`.
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct WnConv2d {
-    pub v: Param<Tensor<4>>,
-    pub g: Param<Tensor<1>>,
-    pub b: Param<Tensor<1>>,
-    pub stride: usize,
+    pub v: Tensor,
+    pub g: Tensor,
+    pub b: Tensor,
+    pub stride: i64,
 }
 
 impl WnConv2d {
     pub fn new(
-        cin: usize,
-        cout: usize,
-        kernel: [usize; 2],
-        stride: usize,
+        p: &Path,
+        cin: i64,
+        cout: i64,
+        kernel: [i64; 2],
+        stride: i64,
         init_scale: f64,
-        device: &Device,
     ) -> Self {
-        let (v, g, b) = init_params([cout, cin, kernel[0], kernel[1]], cout, init_scale, device);
+        let [v, g, b] = init_params(p, [cout, cin, kernel[0], kernel[1]], cout, init_scale);
         Self { v, g, b, stride }
     }
 
     /// A weight-normalised 1x1 convolution: nn.py's `nin`, a dense layer per pixel.
-    pub fn nin(cin: usize, cout: usize, device: &Device) -> Self {
-        Self::new(cin, cout, [1, 1], 1, 1.0, device)
+    pub fn nin(p: &Path, cin: i64, cout: i64) -> Self {
+        Self::new(p, cin, cout, [1, 1], 1, 1.0)
     }
 
-    /// The effective weight `g * V / ||V||`, `[out, in, kh, kw]`.
-    pub fn weight(&self) -> Tensor<4> {
-        let v = self.v.val();
-        let [cout, _, _, _] = v.dims();
-        let norm = v
-            .clone()
-            .powf_scalar(2.0)
-            .sum_dim(3)
-            .sum_dim(2)
-            .sum_dim(1) // [out, 1, 1, 1]
-            .clamp_min(NORM_FLOOR)
-            .sqrt();
-        v / norm * self.g.val().reshape([cout, 1, 1, 1])
+    /// The effective weight `g * V / ||V||`, `[out, in, kh, kw]`, in `kind`.
+    pub fn weight(&self, kind: Kind) -> Tensor {
+        normalised(&self.v, &self.g, [1, 2, 3], [-1, 1, 1, 1], kind)
     }
 
-    /// Convolution with zero padding `(top, bottom, left, right)`.
+    /// The kernel's height and width.
+    pub fn kernel(&self) -> [i64; 2] {
+        let s = self.v.size();
+        [s[2], s[3]]
+    }
+
+    /// Convolution with zero padding `[top, bottom, left, right]`.
     ///
     /// # Shapes
     /// `[B, in, H, W]` -> `[B, out, (H + top + bottom - kh) / s + 1, (W + left + right - kw) / s + 1]`
-    pub fn forward_padded(&self, x: Tensor<4>, padding: [usize; 4]) -> Tensor<4> {
+    pub fn forward_padded(&self, x: &Tensor, padding: [i64; 4]) -> Tensor {
         let [top, bottom, left, right] = padding;
-        conv2d(
-            x,
-            self.weight(),
-            Some(self.b.val()),
-            ConvOptions::new_with_padding(
-                [self.stride; 2],
-                [(top, bottom), (left, right)],
-                [1, 1],
-                1,
-            ),
+        let kind = x.kind();
+        let padded = if padding == [0; 4] {
+            x.shallow_clone()
+        } else {
+            x.constant_pad_nd([left, right, top, bottom])
+        };
+        padded.conv2d(
+            &self.weight(kind),
+            Some(self.b.to_kind(kind)),
+            [self.stride; 2],
+            [0, 0],
+            [1, 1],
+            1,
         )
     }
 
     /// Unpadded ('VALID') convolution.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
         self.forward_padded(x, [0; 4])
     }
 }
 
-/// A weight-normalised transposed convolution, stride 2, no padding. `V` is
-/// `[in, out, kh, kw]` (PyTorch's layout), normalised over `(in, kh, kw)`: one norm per
-/// output channel.
-#[derive(Module, Debug)]
+/// A weight-normalised transposed convolution, no padding. `V` is `[in, out, kh, kw]`
+/// (PyTorch's layout), normalised over `(in, kh, kw)`: one norm per output channel.
+#[derive(Debug)]
 pub struct WnConvTranspose2d {
-    pub v: Param<Tensor<4>>,
-    pub g: Param<Tensor<1>>,
-    pub b: Param<Tensor<1>>,
-    pub stride: usize,
+    pub v: Tensor,
+    pub g: Tensor,
+    pub b: Tensor,
+    pub stride: i64,
 }
 
 impl WnConvTranspose2d {
-    pub fn new(
-        cin: usize,
-        cout: usize,
-        kernel: [usize; 2],
-        stride: usize,
-        device: &Device,
-    ) -> Self {
-        let (v, g, b) = init_params([cin, cout, kernel[0], kernel[1]], cout, 1.0, device);
+    pub fn new(p: &Path, cin: i64, cout: i64, kernel: [i64; 2], stride: i64) -> Self {
+        let [v, g, b] = init_params(p, [cin, cout, kernel[0], kernel[1]], cout, 1.0);
         Self { v, g, b, stride }
     }
 
-    /// The effective weight `g * V / ||V||`, `[in, out, kh, kw]`.
-    pub fn weight(&self) -> Tensor<4> {
-        let v = self.v.val();
-        let [_, cout, _, _] = v.dims();
-        let norm = v
-            .clone()
-            .powf_scalar(2.0)
-            .sum_dim(3)
-            .sum_dim(2)
-            .sum_dim(0) // [1, out, 1, 1]
-            .clamp_min(NORM_FLOOR)
-            .sqrt();
-        v / norm * self.g.val().reshape([1, cout, 1, 1])
+    /// The effective weight `g * V / ||V||`, `[in, out, kh, kw]`, in `kind`.
+    pub fn weight(&self, kind: Kind) -> Tensor {
+        normalised(&self.v, &self.g, [0, 2, 3], [1, -1, 1, 1], kind)
     }
 
     /// # Shapes
     /// `[B, in, H, W]` -> `[B, out, (H - 1) s + kh, (W - 1) s + kw]`
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        conv_transpose2d(
-            x,
-            self.weight(),
-            Some(self.b.val()),
-            ConvTransposeOptions::new([self.stride; 2], [0, 0], [0, 0], [1, 1], 1),
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        x.conv_transpose2d(
+            &self.weight(kind),
+            Some(self.b.to_kind(kind)),
+            [self.stride; 2],
+            [0, 0],
+            [0, 0],
+            1,
+            [1, 1],
         )
     }
 }
