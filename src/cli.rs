@@ -53,6 +53,23 @@ pub enum Command {
     ImportTorch(ImportTorchArgs),
 }
 
+impl Command {
+    /// The device the command computes on, for those that compute.
+    pub fn device(&self) -> Option<DeviceChoice> {
+        match self {
+            Command::Train(a) => Some(a.device),
+            Command::Eval(a) => Some(a.device),
+            Command::Sample(a) => Some(a.device),
+            Command::Reconstruct(a) => Some(a.device),
+            Command::Sweep(a) => Some(a.device),
+            Command::Plot(a) => Some(a.device),
+            Command::Bench(a) => Some(a.device),
+            Command::VerifyTorch(a) => Some(a.device),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ImportTorchArgs {
     /// A file written by `python hybrid_ref.py export`.

@@ -2,37 +2,46 @@
 //! message and a non-zero exit code.
 
 use clap::Parser;
+use ibvae::backend::DeviceChoice;
 
 fn main() {
-    passive_openmp_waits();
     let cli = ibvae::cli::Cli::parse();
+    openmp_wait_policy(cli.command.device());
     if let Err(e) = ibvae::cli::run(cli) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
 }
 
-/// LibTorch's OpenMP threads spin while they wait for work unless `OMP_WAIT_POLICY` is
-/// `PASSIVE`; on a machine whose cores are busy with other work that turns a 0.1 s step
-/// into 13 s. The OpenMP runtime reads the variable when it is loaded, before `main`, so
-/// the process starts itself again with it set (once: the variable is then present).
-/// A value the user set is kept.
+/// How LibTorch's OpenMP threads wait for work, chosen before the OpenMP runtime reads
+/// `OMP_WAIT_POLICY` (it does so when it is loaded, before `main`, so the process starts
+/// itself again with the variable set; a value the user set is kept).
+///
+/// With OpenMP's default (spin about 3 ms, then sleep), two processes on two cores, or
+/// one beside other busy processes, can fall from 0.04 s to 10 s a training step. On the
+/// CPU, `ACTIVE` was the fastest both alone and beside other work, `PASSIVE` 2 to 3 times
+/// slower (measurements in docs/performance.md). On a GPU the CPU threads have little to
+/// do and would spin through the GPU's work, so they sleep (`PASSIVE`).
 #[cfg(unix)]
-fn passive_openmp_waits() {
+fn openmp_wait_policy(device: Option<DeviceChoice>) {
     use std::os::unix::process::CommandExt;
     if std::env::var_os("OMP_WAIT_POLICY").is_some() {
         return;
     }
+    let policy = match device {
+        Some(DeviceChoice::Cuda(_)) => "PASSIVE",
+        _ => "ACTIVE",
+    };
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("OMP_WAIT_POLICY", policy)
         .exec();
     // `exec` returns only when it failed: go on with OpenMP's default.
-    eprintln!("note: could not restart with OMP_WAIT_POLICY=PASSIVE ({err})");
+    eprintln!("note: could not restart with OMP_WAIT_POLICY={policy} ({err})");
 }
 
 #[cfg(not(unix))]
-fn passive_openmp_waits() {}
+fn openmp_wait_policy(_: Option<DeviceChoice>) {}

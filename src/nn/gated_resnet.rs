@@ -10,8 +10,8 @@
 //! `h` the decoder's map `u` average-pooled to this resolution; `cond` is a bias-free,
 //! non-normalised 1x1 convolution (the role of `hw` in nn.py).
 
-use tch::Tensor;
 use tch::nn::Path;
+use tch::{Device, Kind, Tensor};
 
 use super::Mode;
 use super::conv::Conv2d;
@@ -87,7 +87,7 @@ impl GatedResnet {
         }
         let mut c1 = concat_elu(&c1); // [B, 2nf, H, W]
         if self.dropout_p > 0.0 && mode.is_train() {
-            c1 = c1.dropout(self.dropout_p, true);
+            c1 = dropout(&c1, self.dropout_p);
         }
         let mut c2 = self.conv2.forward(&c1); // [B, 2nf, H, W]
         if let (Some(cond), Some(h)) = (&self.cond, h) {
@@ -98,15 +98,88 @@ impl GatedResnet {
     }
 }
 
+/// Elementwise binary dropout in training: keeps each element with probability `1 - p`
+/// and scales the kept ones by `1 / (1 - p)` (PyTorch's `F.dropout`).
+///
+/// On the CPU at PixelCNN++'s rate of 0.5 the mask is made of fair coins, 32 from each
+/// random draw: LibTorch's CPU Bernoulli fill is a serial loop that draws one number per
+/// element, and took about a third of a `small` training step on two threads (12 ms for
+/// a million elements, against 1.3 ms this way). On a GPU, LibTorch's fused kernel.
+pub fn dropout(x: &Tensor, p: f64) -> Tensor {
+    if p == 0.5 && x.device() == Device::Cpu {
+        x * (fair_coins(&x.size()) * 2)
+    } else {
+        x.dropout(p, true)
+    }
+}
+
+/// Independent fair 0/1 values (int64, on the CPU) of shape `shape`: bits 0 to 31 of
+/// uniform draws from `[0, 2^32)`.
+pub fn fair_coins(shape: &[i64]) -> Tensor {
+    const BITS: i64 = 32;
+    let n: i64 = shape.iter().product();
+    let words = (n + BITS - 1) / BITS;
+    let opts = (Kind::Int64, Device::Cpu);
+    let draws = Tensor::randint_low(0, 1 << BITS, [words, 1], opts);
+    let shifts = Tensor::arange(BITS, opts).view([1, BITS]);
+    draws
+        .bitwise_right_shift(&shifts) // [words, 32]
+        .bitwise_and(1)
+        .view([-1])
+        .narrow(0, 0, n)
+        .view(shape)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::host_f32;
 
+    /// The coins are 0 or 1, each of the 32 bit positions of a draw is fair, and
+    /// neighbours (bits of the same draw, and of consecutive draws) are uncorrelated:
+    /// with 2^20 coins each frequency is within 5 standard errors of 1/2.
+    #[test]
+    fn fair_coins_are_fair_and_independent() {
+        let v = host_f32(&fair_coins(&[4, 64, 64, 64]).to_kind(Kind::Float));
+        let n = v.len();
+        assert_eq!(n, 1 << 20);
+        assert!(v.iter().all(|&b| b == 0.0 || b == 1.0));
+        let close = |count: usize, total: usize, what: &str| {
+            let f = count as f64 / total as f64;
+            let se = 0.5 / (total as f64).sqrt();
+            assert!((f - 0.5).abs() < 5.0 * se, "{what}: {f} from {total}");
+        };
+        close(v.iter().filter(|&&b| b == 1.0).count(), n, "ones");
+        for pos in 0..32 {
+            let ones = v
+                .iter()
+                .skip(pos)
+                .step_by(32)
+                .filter(|&&b| b == 1.0)
+                .count();
+            close(ones, n / 32, &format!("bit {pos}"));
+        }
+        for lag in [1, 32] {
+            let agree = v.iter().zip(&v[lag..]).filter(|(a, b)| a == b).count();
+            close(agree, n - lag, &format!("agreement at lag {lag}"));
+        }
+        // A shape whose size is not a multiple of 32.
+        assert_eq!(fair_coins(&[1, 3, 5, 7]).size(), [1, 3, 5, 7]);
+    }
+
+    #[test]
+    fn dropout_at_other_rates_keeps_the_expected_fraction() {
+        let x = Tensor::ones([2, 8, 32, 32], (Kind::Float, Device::Cpu));
+        let y = host_f32(&dropout(&x, 0.25));
+        let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / y.len() as f64;
+        assert!((kept - 0.75).abs() < 0.02, "kept {kept}");
+        assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+    }
+
     #[test]
     fn dropout_keeps_half_and_scales_by_two() {
         let x = Tensor::ones([4, 16, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
-        let y = host_f32(&x.dropout(0.5, true));
+        let y = host_f32(&dropout(&x, 0.5));
         let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / y.len() as f64;
         // 65,536 coins: the standard error of the fraction is 0.002.
         assert!((kept - 0.5).abs() < 0.01, "kept {kept}");
