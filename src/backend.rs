@@ -60,6 +60,24 @@ impl<'de> serde::Deserialize<'de> for DeviceChoice {
     }
 }
 
+/// Where a command computes and with how many CPU threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Runtime {
+    pub device: DeviceChoice,
+    /// LibTorch's intra-op CPU threads (LibTorch's default, all cores, when `None`).
+    pub threads: Option<usize>,
+}
+
+impl Runtime {
+    /// Sets the threads and returns the device, or a clear error.
+    pub fn start(&self) -> Result<Device> {
+        if let Some(t) = self.threads {
+            set_threads(t)?;
+        }
+        device(self.device)
+    }
+}
+
 /// The CPU device.
 pub fn cpu() -> Device {
     Device::Cpu

@@ -73,6 +73,98 @@ impl BottleneckSpec {
     }
 }
 
+/// How a kind of bottleneck is drawn on the trade-off figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlotStyle {
+    /// The legend's entry.
+    pub legend: &'static str,
+    /// RGB (colour-blind-safe palette).
+    pub color: (u8, u8, u8),
+    /// Runs of this kind form a curve ordered by strength; otherwise single points.
+    pub curve: bool,
+}
+
+impl BottleneckSpec {
+    /// Rebuilds a spec from a `results.csv` row's `bottleneck` and `strength` columns.
+    pub fn from_kind_value(kind: &str, value: f64) -> Result<Self, Error> {
+        match kind {
+            "none" => Ok(Self::None),
+            _ => format!("{kind}:{value}").parse(),
+        }
+    }
+
+    /// The name of a sweep member's run directory: `gd-0.15`, `vb-0.02`, `none`, `aux`
+    /// (weight 1) or `aux-0.5`.
+    pub fn run_name(&self) -> String {
+        match *self {
+            Self::None => "none".into(),
+            Self::Aux { weight: 1.0 } => "aux".into(),
+            _ => format!("{}-{}", self.kind(), self.value()),
+        }
+    }
+
+    /// The strength beside a point of the figure: `p=0.15`, `beta=0.02`, `none`, `aux`,
+    /// `aux (0.5)`.
+    pub fn strength_label(&self) -> String {
+        match *self {
+            Self::None => "none".into(),
+            Self::Gd { rate } => format!("p={rate}"),
+            Self::Vb { beta } => format!("beta={beta}"),
+            Self::Aux { weight: 1.0 } => "aux".into(),
+            Self::Aux { weight } => format!("aux ({weight})"),
+        }
+    }
+
+    /// A caption for samples of this run: `GD p = 0.15`, `VB beta = 0.02`, ...
+    pub fn caption(&self) -> String {
+        match *self {
+            Self::None => "no bottleneck".into(),
+            Self::Gd { rate } => format!("GD p = {rate}"),
+            Self::Vb { beta } => format!("VB beta = {beta}"),
+            Self::Aux { weight } => format!("aux decoder, weight {weight}"),
+        }
+    }
+
+    /// How runs of this kind appear on the trade-off figure: GD and VB as curves, the
+    /// baselines as points.
+    pub fn plot_style(&self) -> PlotStyle {
+        const BASELINE: PlotStyle = PlotStyle {
+            legend: "baselines (none: no bottleneck; aux: auxiliary decoder)",
+            color: (60, 60, 60),
+            curve: false,
+        };
+        match self {
+            Self::Gd { .. } => PlotStyle {
+                legend: "Gaussian dropout (GD)",
+                color: (0, 114, 178),
+                curve: true,
+            },
+            Self::Vb { .. } => PlotStyle {
+                legend: "variational bottleneck (VB)",
+                color: (213, 94, 0),
+                curve: true,
+            },
+            Self::None | Self::Aux { .. } => BASELINE,
+        }
+    }
+
+    /// Whether `ibvae sweep --baselines` takes it (a bottleneck without a strength to
+    /// sweep).
+    pub fn is_baseline(&self) -> bool {
+        !self.plot_style().curve
+    }
+
+    /// Whether the layer has a rate worth reporting (the VB layer's KL).
+    pub fn has_rate(&self) -> bool {
+        matches!(self, Self::Vb { .. })
+    }
+
+    /// Whether the model has the auxiliary decoder.
+    pub fn has_aux_decoder(&self) -> bool {
+        matches!(self, Self::Aux { .. })
+    }
+}
+
 impl fmt::Display for BottleneckSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -237,6 +329,25 @@ mod tests {
             let got: BottleneckSpec = s.parse().unwrap();
             assert_eq!(got, want, "{s}");
             assert_eq!(got.to_string().parse::<BottleneckSpec>().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn names_labels_and_styles() {
+        let spec = |s: &str| s.parse::<BottleneckSpec>().unwrap();
+        assert_eq!(spec("gd:0.15").run_name(), "gd-0.15");
+        assert_eq!(spec("aux").run_name(), "aux");
+        assert_eq!(spec("aux:0.5").run_name(), "aux-0.5");
+        assert_eq!(spec("none").run_name(), "none");
+        assert_eq!(spec("vb:0.02").strength_label(), "beta=0.02");
+        assert!(spec("gd:0.1").plot_style().curve && !spec("aux").plot_style().curve);
+        assert!(spec("none").is_baseline() && !spec("vb:1").is_baseline());
+        for s in ["none", "gd:0.15", "vb:0.02", "aux", "aux:0.5"] {
+            let b = spec(s);
+            assert_eq!(
+                BottleneckSpec::from_kind_value(b.kind(), b.value()).unwrap(),
+                b
+            );
         }
     }
 

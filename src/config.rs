@@ -330,3 +330,85 @@ pub struct ExperimentConfig {
     pub model: ModelConfig,
     pub train: TrainConfig,
 }
+
+impl ExperimentConfig {
+    /// The config of a run of `preset` with `bottleneck` on the data in `data_dir`, whose
+    /// images have `channels` channels of side `size`, with `overrides` applied: the one
+    /// place where flags become a config, for `ibvae train` and every member of a sweep.
+    pub fn resolve(
+        preset: &str,
+        bottleneck: BottleneckSpec,
+        data_dir: std::path::PathBuf,
+        (channels, size): (usize, usize),
+        overrides: &Overrides,
+    ) -> Result<Self> {
+        let o = overrides;
+        let mut model = ModelConfig::preset(preset)?.with_bottleneck(bottleneck);
+        if let Some(d) = o.downsamples {
+            model.downsamples = d;
+        }
+        let model = model.with_images(channels, size);
+        model.validate().map_err(|e| {
+            Error::Config(format!(
+                "the {size}x{size} images in {} do not fit preset {preset}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let mut train = TrainConfig::for_preset(preset, data_dir)?;
+        if let Some(e) = o.epochs {
+            train.epochs = e;
+        }
+        train.steps = o.steps;
+        if let Some(b) = o.batch {
+            train.batch = b;
+            train.eval_batch = 4 * b;
+        }
+        if let Some(v) = o.lr_start {
+            train.lr_start = v;
+        }
+        if let Some(v) = o.lr_end {
+            train.lr_end = v;
+        }
+        train.eval_images = o.eval_images;
+        if let Some(v) = o.seed {
+            train.seed = v;
+        }
+        train.eval_every = o.eval_every;
+        train.eval_first = o.eval_first;
+        if let Some(v) = o.checkpoint_minutes {
+            train.checkpoint_minutes = v;
+        }
+        train.ema_decay = o.ema_decay;
+        train.validate()?;
+        Ok(Self {
+            preset: preset.to_string(),
+            model,
+            train,
+        })
+    }
+}
+
+/// What a run changes from its preset's settings: the flags of `ibvae train`, which
+/// `ibvae sweep` gives every member. Unset fields keep the preset's or the paper's value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub epochs: Option<u64>,
+    pub steps: Option<u64>,
+    pub batch: Option<usize>,
+    pub lr_start: Option<f64>,
+    pub lr_end: Option<f64>,
+    pub eval_images: Option<usize>,
+    pub seed: Option<u64>,
+    pub eval_every: Option<u64>,
+    pub eval_first: bool,
+    pub checkpoint_minutes: Option<f64>,
+    pub ema_decay: Option<f64>,
+    pub downsamples: Option<usize>,
+}
+
+impl Overrides {
+    /// Whether anything is overridden.
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}

@@ -208,13 +208,13 @@ impl EvalReport {
             format!("  reconstruction   {:.4} bits/dim", self.recon_bpd),
             format!("  VAE KL           {:.4} bits/dim", self.kl_bpd),
         ];
-        if matches!(bottleneck, BottleneckSpec::Vb { .. }) {
+        if bottleneck.has_rate() {
             out.push(format!(
                 "VB rate            {:.4} bits/dim",
                 self.vb_rate_bpd
             ));
         }
-        if matches!(bottleneck, BottleneckSpec::Aux { .. }) {
+        if bottleneck.has_aux_decoder() {
             out.push(format!(
                 "aux decoder NLL    {:.4} bits/dim",
                 self.aux_nll_bpd

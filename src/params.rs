@@ -54,6 +54,43 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
+    /// The string metadata of the safetensors file at `path`, read from its header alone
+    /// (the 8-byte header length, then the JSON header): the tensors are not read.
+    pub fn read_metadata(
+        path: &std::path::Path,
+    ) -> crate::Result<std::collections::HashMap<String, String>> {
+        use crate::error::{Error, IoContext};
+        use std::io::Read;
+        let bad = |what: &str| {
+            Error::Checkpoint(format!(
+                "{} is not a readable safetensors file ({what}); it may be truncated",
+                path.display()
+            ))
+        };
+        let mut file = std::fs::File::open(path).at(path)?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len).map_err(|_| bad("no header"))?;
+        let len = u64::from_le_bytes(len);
+        // safetensors caps its header at 100 MB.
+        if len > 100_000_000 {
+            return Err(bad("header too long"));
+        }
+        let mut header = vec![0u8; len as usize];
+        file.read_exact(&mut header)
+            .map_err(|_| bad("header cut short"))?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&header).map_err(|_| bad("header is not JSON"))?;
+        Ok(header
+            .get("__metadata__")
+            .and_then(|m| m.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Reads `path`; anything that is not a readable safetensors file of `f32` and `u8`
     /// tensors is a clear error.
     pub fn read(path: &std::path::Path) -> crate::Result<Self> {

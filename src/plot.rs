@@ -9,16 +9,13 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::bottleneck::PlotStyle;
 use crate::error::{Error, Result};
 use crate::sweep::ResultRow;
 
 /// DejaVu Sans (Bitstream Vera licence, `assets/DejaVuSans-LICENSE.txt`), embedded so
 /// that PNG text renders on machines without system fonts.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-
-const GD_COLOR: RGBColor = RGBColor(0, 114, 178);
-const VB_COLOR: RGBColor = RGBColor(213, 94, 0);
-const BASE_COLOR: RGBColor = RGBColor(60, 60, 60);
 
 fn register_font() -> Result<()> {
     // Registering twice is harmless; a failure means the embedded file is broken.
@@ -28,16 +25,6 @@ fn register_font() -> Result<()> {
 
 fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
     Error::Config(format!("drawing the figure failed: {e:?}"))
-}
-
-/// The label of a strength on the figure.
-fn strength_label(row: &ResultRow) -> String {
-    match row.kind.as_str() {
-        "gd" => format!("p={}", row.strength),
-        "vb" => format!("beta={}", row.strength),
-        "aux" if row.strength != 1.0 => format!("aux ({})", row.strength),
-        other => other.to_string(),
-    }
 }
 
 /// Draws the trade-off figure on `root`.
@@ -85,58 +72,50 @@ where
         .y_label_formatter(&|v| format!("{v:.yd$}"))
         .draw()
         .map_err(plot_err)?;
-    for (kind, color, name) in [
-        ("gd", GD_COLOR, "Gaussian dropout (GD)"),
-        ("vb", VB_COLOR, "variational bottleneck (VB)"),
-    ] {
-        let mut pts: Vec<&ResultRow> = rows.iter().filter(|r| r.kind == kind).collect();
-        if pts.is_empty() {
-            continue;
+    // One group per style, in the order the rows first show it: curves ordered by
+    // strength, points for the baselines.
+    let mut groups: Vec<(PlotStyle, Vec<&ResultRow>)> = Vec::new();
+    for r in rows {
+        let style = r.spec.plot_style();
+        match groups.iter_mut().find(|(s, _)| *s == style) {
+            Some((_, members)) => members.push(r),
+            None => groups.push((style, vec![r])),
         }
-        pts.sort_by(|a, b| a.strength.total_cmp(&b.strength));
+    }
+    for (style, mut pts) in groups {
+        let (r, g, b) = style.color;
+        let color = RGBColor(r, g, b);
+        pts.sort_by(|a, b| a.spec.value().total_cmp(&b.spec.value()));
         let line: Vec<(f64, f64)> = pts.iter().map(|r| (r.kl_bpd, r.nelbo_bpd)).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
-            .map_err(plot_err)?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(line.iter().map(|&p| Circle::new(p, 5, color.filled())))
-            .map_err(plot_err)?;
+        if style.curve {
+            chart
+                .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(style.legend)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(line.iter().map(|&p| Circle::new(p, 5, color.filled())))
+                .map_err(plot_err)?;
+        } else {
+            chart
+                .draw_series(
+                    line.iter()
+                        .map(|&p| TriangleMarker::new(p, 8, color.filled())),
+                )
+                .map_err(plot_err)?
+                .label(style.legend)
+                .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, color.filled()));
+        }
         chart
             .draw_series(pts.iter().map(|r| {
                 // The label sits a few pixels right of and above its point.
                 EmptyElement::at((r.kl_bpd, r.nelbo_bpd))
                     + Text::new(
-                        strength_label(r),
+                        r.spec.strength_label(),
                         (8, -16),
                         ("sans-serif", 13).into_font().color(&color),
-                    )
-            }))
-            .map_err(plot_err)?;
-    }
-    let base: Vec<&ResultRow> = rows
-        .iter()
-        .filter(|r| r.kind == "none" || r.kind == "aux")
-        .collect();
-    if !base.is_empty() {
-        chart
-            .draw_series(
-                base.iter()
-                    .map(|r| TriangleMarker::new((r.kl_bpd, r.nelbo_bpd), 8, BASE_COLOR.filled())),
-            )
-            .map_err(plot_err)?
-            .label("baselines (none: no bottleneck; aux: auxiliary decoder)")
-            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, BASE_COLOR.filled()));
-        chart
-            .draw_series(base.iter().map(|r| {
-                EmptyElement::at((r.kl_bpd, r.nelbo_bpd))
-                    + Text::new(
-                        strength_label(r),
-                        (10, -16),
-                        ("sans-serif", 13).into_font().color(&BASE_COLOR),
                     )
             }))
             .map_err(plot_err)?;
@@ -230,9 +209,9 @@ mod tests {
     use super::*;
 
     fn row(kind: &str, strength: f64, nelbo: f64, kl: f64) -> ResultRow {
+        let spec = crate::bottleneck::BottleneckSpec::from_kind_value(kind, strength).unwrap();
         ResultRow {
-            kind: kind.into(),
-            strength,
+            spec,
             nelbo_bpd: nelbo,
             kl_bpd: kl,
             run: format!("{kind}-{strength}"),

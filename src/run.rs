@@ -46,6 +46,9 @@ pub struct TrainState {
     pub best_test_nelbo_bpd: Option<f64>,
     /// Whether the run has done all its steps.
     pub finished: bool,
+    /// Steps in one pass over the run's training set (0 in checkpoints that predate it).
+    #[serde(default)]
+    pub steps_per_epoch: u64,
 }
 
 /// Metadata keys of a checkpoint.
@@ -191,6 +194,31 @@ impl RunDir {
         Ok((file, state))
     }
 
+    /// The training state of the run's checkpoint, read from the file's header alone
+    /// (neither the weights nor the data are read); `None` without a checkpoint.
+    pub fn saved_state(&self) -> Result<Option<TrainState>> {
+        let path = self.checkpoint_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let metadata = TensorFile::read_metadata(&path)?;
+        let Some(state) = metadata.get(STATE_KEY) else {
+            return Ok(Some(TrainState::fresh()));
+        };
+        serde_json::from_str(state).map(Some).map_err(|e| {
+            Error::Checkpoint(format!(
+                "{}: unreadable training state: {e}",
+                path.display()
+            ))
+        })
+    }
+
+    /// Epochs done: steps over steps per epoch (`None` for a checkpoint that predates the
+    /// count).
+    pub fn epochs_done(state: &TrainState) -> Option<f64> {
+        (state.steps_per_epoch > 0).then(|| state.step as f64 / state.steps_per_epoch as f64)
+    }
+
     /// Appends one JSON line to `metrics.jsonl`.
     pub fn append_metrics(&self, line: &serde_json::Value) -> Result<()> {
         use std::io::Write;
@@ -266,6 +294,7 @@ impl TrainState {
             elapsed_s: 0.0,
             best_test_nelbo_bpd: None,
             finished: false,
+            steps_per_epoch: 0,
         }
     }
 }

@@ -2,7 +2,11 @@
 //! each trained and evaluated exactly as `ibvae train` and `ibvae eval` would (each in its
 //! own process, `--jobs` at a time), and `results.csv` with one row per run.
 //!
-//! Starting the same sweep again resumes the unfinished runs and skips the finished ones.
+//! The sweep writes each member's whole `config.json` (the sweep's settings with the
+//! member's bottleneck, resolved as `ibvae train` resolves its flags) and starts
+//! `ibvae train --run DIR --resume` on it: the config file is the only interface between
+//! a sweep and its runs, so every setting of a run reaches every member. Starting the
+//! same sweep again resumes the unfinished runs and skips the finished ones.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,11 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::backend::{DeviceChoice, Precision};
 use crate::bottleneck::BottleneckSpec;
-use crate::cli::SweepArgs;
+use crate::config::{ExperimentConfig, Overrides};
 use crate::error::{Error, IoContext, Result};
 use crate::evaluate::EvalReport;
-use crate::params::TensorFile;
 use crate::run::{RunDir, TrainState};
 
 /// One configuration of the sweep.
@@ -36,7 +40,7 @@ pub fn members(gd: &[String], vb: &[String], baselines: &[String]) -> Result<Vec
     }
     for b in baselines.iter().filter(|b| !b.trim().is_empty()) {
         let spec: BottleneckSpec = b.parse()?;
-        if !matches!(spec, BottleneckSpec::None | BottleneckSpec::Aux { .. }) {
+        if !spec.is_baseline() {
             return Err(Error::Config(format!(
                 "--baselines takes none and aux[:<weight>], not `{b}` (use --gd / --vb)"
             )));
@@ -46,20 +50,15 @@ pub fn members(gd: &[String], vb: &[String], baselines: &[String]) -> Result<Vec
     Ok(out
         .into_iter()
         .map(|spec| Member {
-            name: match spec {
-                BottleneckSpec::None => "none".into(),
-                BottleneckSpec::Aux { weight: 1.0 } => "aux".into(),
-                _ => format!("{}-{}", spec.kind(), spec.value()),
-            },
+            name: spec.run_name(),
             spec,
         })
         .collect())
 }
 
-/// The training state saved in a run's checkpoint, if there is one.
+/// The training state saved in a run's checkpoint (read from its header), if any.
 fn saved_state(run: &RunDir) -> Option<TrainState> {
-    let file = TensorFile::read(&run.checkpoint_path()).ok()?;
-    serde_json::from_str(file.metadata.get("ibvae_state")?).ok()
+    run.saved_state().ok().flatten()
 }
 
 /// Whether the run has done all its steps and has its final evaluation.
@@ -71,46 +70,66 @@ fn finished(run: &RunDir) -> Option<EvalReport> {
     serde_json::from_str(&text).ok()
 }
 
-/// The command line of the `train` child for one member.
-fn train_command(
-    args: &SweepArgs,
-    member: &Member,
-    run: &Path,
-    threads: usize,
-    data: &Path,
-) -> Command {
+/// What `ibvae sweep` was asked to run.
+#[derive(Debug, Clone)]
+pub struct SweepPlan {
+    pub preset: String,
+    /// The runs, in order (see [`members`]).
+    pub members: Vec<Member>,
+    /// Settings of every run (the flags `ibvae train` takes).
+    pub overrides: Overrides,
+    /// The data directory [default: `$IBVAE_DATA`, else `~/.cache/ibvae/cifar10`].
+    pub data: Option<PathBuf>,
+    /// Where the run directories and `results.csv` go.
+    pub out: PathBuf,
+    /// Runs trained at the same time, each in its own process.
+    pub jobs: usize,
+    /// CPU threads per run [default: all cores divided by `jobs`].
+    pub threads: Option<usize>,
+    pub device: DeviceChoice,
+    pub precision: Precision,
+}
+
+/// The `ibvae` command line of a child process of the sweep on `run`.
+fn child(plan: &SweepPlan, command: &str, run: &Path, threads: usize) -> Command {
     let exe = std::env::current_exe().expect("the running executable has a path");
     let mut cmd = Command::new(exe);
-    cmd.arg("train")
-        .args(["--preset", &args.preset])
-        .args(["--bottleneck", &member.spec.to_string()])
-        .arg("--data")
-        .arg(data)
+    cmd.arg(command)
         .arg("--run")
         .arg(run)
         .args(["--threads", &threads.to_string()])
-        .args(["--seed", &args.seed.to_string()])
-        .args(["--device", &args.device.to_string()])
-        .args(["--precision", &args.precision.to_string()]);
-    cmd.args(args.schedule.to_args());
-    if run.join("config.json").exists() {
-        cmd.arg("--resume");
-    }
+        .args(["--device", &plan.device.to_string()]);
     cmd
 }
 
-fn eval_command(args: &SweepArgs, run: &Path, threads: usize, data: &Path) -> Command {
-    let exe = std::env::current_exe().expect("the running executable has a path");
-    let mut cmd = Command::new(exe);
-    cmd.arg("eval")
-        .arg("--run")
-        .arg(run)
-        .arg("--data")
-        .arg(data)
-        .args(["--threads", &threads.to_string()])
-        .args(["--device", &args.device.to_string()])
-        .arg("--json");
+/// Continues (or starts) the run of `config.json` in `run`.
+fn train_command(plan: &SweepPlan, run: &Path, threads: usize) -> Command {
+    let mut cmd = child(plan, "train", run, threads);
+    cmd.arg("--resume")
+        .args(["--precision", &plan.precision.to_string()]);
     cmd
+}
+
+/// Evaluates the finished run in `run` on the whole test set.
+fn eval_command(plan: &SweepPlan, run: &Path, threads: usize) -> Command {
+    let mut cmd = child(plan, "eval", run, threads);
+    cmd.arg("--json");
+    cmd
+}
+
+/// Writes the member's `config.json`, or checks that the one there is the same run.
+fn write_member_config(run: &RunDir, config: &ExperimentConfig) -> Result<()> {
+    if run.has_config() {
+        if run.read_config()? != *config {
+            return Err(Error::Config(format!(
+                "{} holds a run with other settings than this sweep gives it; use another \
+                 --out, or delete that directory to start the run over",
+                run.path.display()
+            )));
+        }
+        return Ok(());
+    }
+    run.write_config(config)
 }
 
 /// Starts `cmd` with its output appended to `log`.
@@ -163,7 +182,8 @@ impl Row {
     }
 }
 
-/// Rows of every finished member, in the sweep's order.
+/// Rows of every finished member, in the sweep's order, from the runs' `eval.json` and
+/// checkpoint headers (no weights or data are read).
 fn collect_rows(out: &Path, members: &[Member]) -> Vec<Row> {
     members
         .iter()
@@ -171,23 +191,14 @@ fn collect_rows(out: &Path, members: &[Member]) -> Vec<Row> {
             let run = RunDir::new(out.join(&m.name));
             let report = finished(&run)?;
             let state = saved_state(&run)?;
-            let config = run.read_config().ok()?;
-            let n_train = steps_epoch_size(&config);
             Some(Row {
                 member: m.clone(),
-                epochs: state.step as f64 / n_train.max(1) as f64,
+                epochs: RunDir::epochs_done(&state).unwrap_or(f64::NAN),
                 report,
                 state,
             })
         })
         .collect()
-}
-
-/// Steps per epoch of a run, from its data directory.
-fn steps_epoch_size(config: &crate::config::ExperimentConfig) -> u64 {
-    crate::data::load(&config.train.data)
-        .map(|d| config.train.steps_per_epoch(d.train.len()))
-        .unwrap_or(1)
 }
 
 fn write_csv(out: &Path, rows: &[Row]) -> Result<()> {
@@ -201,24 +212,33 @@ fn write_csv(out: &Path, rows: &[Row]) -> Result<()> {
 }
 
 /// Runs the sweep.
-pub fn run(args: SweepArgs) -> Result<()> {
+pub fn run(plan: SweepPlan) -> Result<()> {
+    let args = &plan;
     if args.jobs == 0 {
         return Err(Error::Config("--jobs must be at least 1".into()));
     }
-    let members = members(&args.gd, &args.vb, &args.baselines)?;
+    let members = args.members.clone();
     if members.is_empty() {
         return Err(Error::Config(
             "the sweep has no runs: give --gd, --vb or --baselines".into(),
         ));
     }
-    crate::config::ModelConfig::preset(&args.preset)?;
     let data = args
         .data
         .clone()
         .unwrap_or_else(crate::data::default_data_dir);
     // Fail early, in this process, on data that cannot be read.
-    crate::data::load(&data)?;
+    let images = crate::data::load(&data)?;
     let data = std::fs::canonicalize(&data).at(&data)?;
+    let shape = (images.test.channels, images.test.height);
+    drop(images);
+    // Every member's config, before any run starts: a bad setting stops the sweep here.
+    let mut configs = Vec::with_capacity(members.len());
+    for m in &members {
+        let config =
+            ExperimentConfig::resolve(&args.preset, m.spec, data.clone(), shape, &args.overrides)?;
+        configs.push((m.name.clone(), config));
+    }
     std::fs::create_dir_all(&args.out).at(&args.out)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or((cores / args.jobs).max(1));
@@ -244,10 +264,15 @@ pub fn run(args: SweepArgs) -> Result<()> {
         while running.len() < args.jobs && !stop.load(Ordering::SeqCst) {
             let Some(m) = queue.pop() else { break };
             let run_path = args.out.join(&m.name);
-            std::fs::create_dir_all(&run_path).at(&run_path)?;
+            let config = &configs
+                .iter()
+                .find(|(name, _)| *name == m.name)
+                .expect("a config per member")
+                .1;
+            write_member_config(&RunDir::new(&run_path), config)?;
             let log = run_path.join("train.log");
             println!("{:<12} training (log: {})", m.name, log.display());
-            let child = spawn_logged(train_command(&args, &m, &run_path, threads, &data), &log)?;
+            let child = spawn_logged(train_command(args, &run_path, threads), &log)?;
             running.push((m, child, false));
         }
         if running.is_empty() {
@@ -281,7 +306,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             } else if saved_state(&run).is_some_and(|s| s.finished) && !stop.load(Ordering::SeqCst)
             {
                 println!("{:<12} evaluating on the whole test set", m.name);
-                let child = spawn_logged(eval_command(&args, &run_path, threads, &data), &log)?;
+                let child = spawn_logged(eval_command(args, &run_path, threads), &log)?;
                 running.push((m, child, true));
             }
         }
@@ -312,7 +337,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads a `results.csv` back: `(kind, strength, nelbo, kl, name)` per row.
+/// Reads a `results.csv` back: the bottleneck, its test figures and its run per row.
 pub fn read_results(path: &Path) -> Result<Vec<ResultRow>> {
     let text = std::fs::read_to_string(path).at(path)?;
     let mut lines = text.lines();
@@ -348,9 +373,11 @@ pub fn read_results(path: &Path) -> Result<Vec<ResultRow>> {
                 ))
             })
         };
+        let kind = f.get(ck).copied().unwrap_or_default();
+        let spec = BottleneckSpec::from_kind_value(kind, num(cs)?)
+            .map_err(|e| Error::Data(format!("{} line {}: {e}", path.display(), i + 2)))?;
         rows.push(ResultRow {
-            kind: f.get(ck).copied().unwrap_or_default().to_string(),
-            strength: num(cs)?,
+            spec,
             nelbo_bpd: num(cn)?,
             kl_bpd: num(ckl)?,
             run: f.get(cr).copied().unwrap_or_default().to_string(),
@@ -362,8 +389,7 @@ pub fn read_results(path: &Path) -> Result<Vec<ResultRow>> {
 /// One row of `results.csv`, as the plots need it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultRow {
-    pub kind: String,
-    pub strength: f64,
+    pub spec: BottleneckSpec,
     pub nelbo_bpd: f64,
     pub kl_bpd: f64,
     pub run: String,

@@ -140,7 +140,10 @@ pub fn train(
     let mut ema = tc.ema_decay.map(|d| Ema::new(&model, d));
     // The model the Polyak average is evaluated in, made at the first evaluation.
     let mut averaged: Option<Hybrid> = None;
-    let mut state = TrainState::fresh();
+    let mut state = TrainState {
+        steps_per_epoch,
+        ..TrainState::fresh()
+    };
     if run.has_checkpoint() {
         let (file, saved) = run.load_checkpoint(config, &model)?;
         adam.load_state(&file, saved.step, device);
@@ -148,7 +151,10 @@ pub fn train(
             *e = Ema::new(&model, e.decay);
             e.load_state(&file, device);
         }
-        state = saved;
+        state = TrainState {
+            steps_per_epoch,
+            ..saved
+        };
         run.truncate_metrics_after(state.step)?;
     } else {
         run.clear_metrics()?;

@@ -1,0 +1,65 @@
+//! `ibvae eval`: a run's model on the whole test set.
+
+use std::path::PathBuf;
+
+use crate::backend::Runtime;
+use crate::data;
+use crate::error::{Error, Result};
+use crate::run::RunDir;
+
+/// What `ibvae eval` was asked to do.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    pub run: PathBuf,
+    /// The data directory [default: the run's].
+    pub data: Option<PathBuf>,
+    /// Latent samples per image for the importance-weighted bound (1: the ELBO only).
+    pub samples: usize,
+    /// Images per batch [default: the run's evaluation batch].
+    pub batch: Option<usize>,
+    pub runtime: Runtime,
+    /// Print the report as JSON.
+    pub json: bool,
+}
+
+pub fn run(args: EvalRequest) -> Result<()> {
+    if args.samples == 0 {
+        return Err(Error::Config("--samples must be at least 1".into()));
+    }
+    let device = args.runtime.start()?;
+    let (config, model) = crate::run::load_for_inference(&args.run, device)?;
+    let data_dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| config.train.data.clone());
+    let data = data::load(&data_dir)?;
+    let mut checked = config.clone();
+    checked.train.data = data_dir.clone();
+    crate::train::check_images_fit(&checked, &data)?;
+    let batch = args.batch.unwrap_or(config.train.eval_batch);
+    let options = crate::evaluate::EvalOptions {
+        limit: None,
+        batch,
+        seed: config.train.seed,
+        iw_samples: args.samples,
+    };
+    let report = crate::evaluate::evaluate(&model, &data.test, options);
+    let run = RunDir::new(&args.run);
+    let text = serde_json::to_string_pretty(&report).expect("reports serialise");
+    crate::fsutil::write_atomic_str(&run.eval_path(), &(text.clone() + "\n"))?;
+    if args.json {
+        println!("{text}");
+    } else {
+        println!(
+            "run {} ({}, {})",
+            args.run.display(),
+            config.preset,
+            config.model.bottleneck
+        );
+        for line in report.lines(&config.model.bottleneck) {
+            println!("{line}");
+        }
+        println!("wrote {}", run.eval_path().display());
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! `ibvae plot`: the trade-off figure and the sample panel of a sweep.
+
+use std::path::PathBuf;
+
+use super::row_bar;
+use crate::backend::Runtime;
+use crate::error::{Error, Result};
+use crate::run::RunDir;
+
+/// What `ibvae plot` was asked to draw.
+#[derive(Debug, Clone)]
+pub struct PlotRequest {
+    /// A sweep's output directory (with `results.csv`).
+    pub sweep: PathBuf,
+    pub out: PathBuf,
+    /// Samples per run in `samples.png` (0 skips them).
+    pub samples: usize,
+    pub seed: u64,
+    pub runtime: Runtime,
+}
+
+pub fn run(args: PlotRequest) -> Result<()> {
+    let csv = args.sweep.join("results.csv");
+    if !csv.exists() {
+        return Err(Error::Data(format!(
+            "{} has no results.csv: run `ibvae sweep --out {}` first",
+            args.sweep.display(),
+            args.sweep.display()
+        )));
+    }
+    let rows = crate::sweep::read_results(&csv)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let preset = rows
+        .first()
+        .and_then(|r| {
+            RunDir::new(crate::sweep::run_dir(&args.sweep, r))
+                .read_config()
+                .ok()
+        })
+        .map(|c| c.preset)
+        .unwrap_or_default();
+    let title = format!("Latent use against fit, {preset} model, CIFAR-10 test set");
+    crate::plot::tradeoff(&rows, &args.out, &title)?;
+    println!(
+        "wrote {} and tradeoff.png",
+        args.out.join("tradeoff.svg").display()
+    );
+    if args.samples == 0 {
+        return Ok(());
+    }
+    // The weakest and the strongest run of each curve (two GD rates, two VB weights).
+    let mut chosen = Vec::new();
+    let mut curves: Vec<crate::bottleneck::PlotStyle> = Vec::new();
+    for r in rows.iter().filter(|r| r.spec.plot_style().curve) {
+        if !curves.contains(&r.spec.plot_style()) {
+            curves.push(r.spec.plot_style());
+        }
+    }
+    for style in curves {
+        let mut of_kind: Vec<&crate::sweep::ResultRow> = rows
+            .iter()
+            .filter(|r| r.spec.plot_style() == style)
+            .collect();
+        of_kind.sort_by(|a, b| a.spec.value().total_cmp(&b.spec.value()));
+        if let Some(first) = of_kind.first() {
+            chosen.push(*first);
+        }
+        if of_kind.len() > 1 {
+            chosen.push(of_kind[of_kind.len() - 1]);
+        }
+    }
+    if chosen.is_empty() {
+        println!("no GD or VB runs: samples.png skipped");
+        return Ok(());
+    }
+    let device = args.runtime.start()?;
+    let mut panel = Vec::new();
+    let (mut channels, mut size) = (3, 32);
+    for row in chosen {
+        let dir = crate::sweep::run_dir(&args.sweep, row);
+        let (config, model) = crate::run::load_for_inference(&dir, device)?;
+        channels = config.model.image_channels;
+        size = config.model.image_size;
+        let draw = crate::sample::Draw {
+            channels,
+            size,
+            temperature: 1.0,
+            seed: args.seed,
+        };
+        let bar = row_bar(size, &format!("sampling {}", row.run));
+        let bytes = crate::sample::sample_prior(&model, args.samples, &draw, |r, _| {
+            bar.set_position(r as u64)
+        });
+        bar.finish_and_clear();
+        panel.push((
+            format!("{} (KL {:.3})", row.spec.caption(), row.kl_bpd),
+            bytes,
+        ));
+    }
+    let path = args.out.join("samples.png");
+    crate::plot::samples_panel(
+        &panel,
+        args.samples,
+        channels,
+        size,
+        &path,
+        &format!("Samples (z from the prior), {preset} model"),
+    )?;
+    println!("wrote {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! `ibvae verify-torch` and `ibvae import-torch`: files written by the PyTorch
+//! reference's `export`.
+
+use std::path::PathBuf;
+
+use crate::backend::Runtime;
+use crate::config::{ExperimentConfig, ModelConfig, TrainConfig};
+use crate::data;
+use crate::error::{Error, Result};
+use crate::run::RunDir;
+
+/// What `ibvae verify-torch` was asked to check.
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub file: PathBuf,
+    pub json: bool,
+    /// The device to check; threads default to the export's own thread count.
+    pub runtime: Runtime,
+}
+
+/// What `ibvae import-torch` was asked to write.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub file: PathBuf,
+    /// The run directory to create.
+    pub out: PathBuf,
+    /// The data directory the run will use [default: the default data directory].
+    pub data: Option<PathBuf>,
+}
+
+pub fn verify(args: VerifyRequest) -> Result<()> {
+    let runtime = Runtime {
+        threads: args
+            .runtime
+            .threads
+            .or(crate::reference::Export::read(&args.file)?.threads),
+        ..args.runtime
+    };
+    let device = runtime.start()?;
+    let v = crate::reference::verify(&args.file, device)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("report serialises")
+        );
+    } else {
+        println!("{:<14} {:>14}", "tensor", "max rel error");
+        for (name, err) in &v.max_rel_error {
+            let flag = if *err <= v.tolerance { "" } else { "  FAIL" };
+            println!("{name:<14} {err:>14.3e}{flag}");
+        }
+        println!(
+            "negative ELBO per image (bits/dim): {}",
+            v.per_image["elbo_bpd"]
+                .iter()
+                .map(|x| format!("{x:.5}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    if v.ok {
+        if !args.json {
+            println!(
+                "ok: every tensor within {:.0e} of the reference",
+                v.tolerance
+            );
+        }
+        Ok(())
+    } else {
+        Err(Error::Checkpoint(format!(
+            "{} differs from ibvae by more than {:.0e} (relative) in at least one tensor",
+            args.file.display(),
+            v.tolerance
+        )))
+    }
+}
+
+pub fn import(args: ImportRequest) -> Result<()> {
+    let device = crate::backend::cpu();
+    let export = crate::reference::Export::read(&args.file)?;
+    let model = export.model(&args.file.display().to_string(), device)?;
+    let run = RunDir::new(&args.out);
+    if run.has_config() {
+        return Err(Error::Config(format!(
+            "{} already holds a run; choose another --out (nothing was changed)",
+            args.out.display()
+        )));
+    }
+    let preset = if ModelConfig::preset(&export.preset).is_ok() {
+        export.preset.clone()
+    } else {
+        "small".to_string()
+    };
+    let config = ExperimentConfig {
+        preset: export.preset.clone(),
+        model: export.config.clone(),
+        train: TrainConfig::for_preset(&preset, args.data.unwrap_or_else(data::default_data_dir))?,
+    };
+    run.write_config(&config)?;
+    run.save_checkpoint(
+        &config,
+        &model,
+        None,
+        None,
+        &crate::run::TrainState::fresh(),
+    )?;
+    println!(
+        "wrote {} ({} parameters, preset {}, bottleneck {}); try `ibvae eval --run {}`",
+        args.out.display(),
+        model.num_params(),
+        export.preset,
+        config.model.bottleneck,
+        args.out.display()
+    );
+    Ok(())
+}

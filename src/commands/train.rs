@@ -1,0 +1,130 @@
+//! `ibvae train`: a run from its flags (or its saved config), trained with Ctrl-C
+//! stopping at a step boundary with a checkpoint.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::backend::{Precision, Runtime};
+use crate::bottleneck::BottleneckSpec;
+use crate::config::{ExperimentConfig, Overrides};
+use crate::data;
+use crate::error::Result;
+use crate::hybrid::Hybrid;
+use crate::run::RunDir;
+use crate::train::{Session, StartMode, prepare_run};
+
+/// What `ibvae train` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub preset: String,
+    pub bottleneck: BottleneckSpec,
+    /// The data directory [default: `$IBVAE_DATA`, else `~/.cache/ibvae/cifar10`].
+    pub data: Option<PathBuf>,
+    /// The run directory [default: `runs/<preset>-<bottleneck>`].
+    pub run: Option<PathBuf>,
+    pub overrides: Overrides,
+    pub start: StartMode,
+    pub runtime: Runtime,
+    pub precision: Precision,
+    /// Stop with a checkpoint after this many steps of this session (tests).
+    pub stop_after: Option<u64>,
+}
+
+pub fn run(args: TrainRequest) -> Result<()> {
+    let device = args.runtime.start()?;
+    let run_path = args.run.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "{}-{}",
+            args.preset,
+            args.bottleneck.to_string().replace(':', "")
+        ))
+    });
+    let run = RunDir::new(&run_path);
+    let start = args.start;
+    // Resuming a run with no flags continues it exactly as configured.
+    let saved = start == StartMode::Resume
+        && run.has_config()
+        && !args.overrides.any()
+        && args.data.is_none();
+    let (config, data) = if saved {
+        let config = run.read_config()?;
+        let data = data::load(&config.train.data)?;
+        (config, data)
+    } else {
+        let dir = args.data.clone().unwrap_or_else(data::default_data_dir);
+        let data = data::load(&dir)?;
+        let config = ExperimentConfig::resolve(
+            &args.preset,
+            args.bottleneck,
+            dir,
+            (data.test.channels, data.test.height),
+            &args.overrides,
+        )?;
+        (config, data)
+    };
+    let config = prepare_run(&run, config, start)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while the checkpoint is written exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
+            );
+        });
+    }
+    let n_train = data.train.len();
+    eprintln!(
+        "run {}: preset {} bottleneck {} ({} parameters), {} training and {} test images, \
+         {} steps of {} ({} per epoch)",
+        run.path.display(),
+        config.preset,
+        config.model.bottleneck,
+        Hybrid::new(&config.model, crate::backend::cpu())?.num_params(),
+        n_train,
+        data.test.len(),
+        config.train.total_steps(n_train),
+        config.train.batch,
+        config.train.steps_per_epoch(n_train)
+    );
+    let session = Session {
+        device,
+        precision: args.precision,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        stop,
+        max_session_steps: args.stop_after,
+    };
+    let outcome = crate::train::train(&run, &config, &data, &session)?;
+    if outcome.interrupted {
+        println!(
+            "stopped at step {}; resume with: ibvae train --run {} --resume",
+            outcome.state.step,
+            run.path.display()
+        );
+        return Ok(());
+    }
+    match (&outcome.last_eval, outcome.state.finished) {
+        (Some(e), _) => {
+            println!(
+                "finished {} steps in {:.0} s",
+                outcome.state.step, outcome.state.elapsed_s
+            );
+            for line in e.lines(&config.model.bottleneck) {
+                println!("{line}");
+            }
+        }
+        (None, true) => println!(
+            "the run in {} has already done its {} steps; see metrics.jsonl, or `ibvae eval --run {}`",
+            run.path.display(),
+            outcome.state.step,
+            run.path.display()
+        ),
+        (None, false) => {}
+    }
+    println!("run directory: {}", run.path.display());
+    Ok(())
+}
