@@ -263,35 +263,50 @@ pub struct BottleneckOutput {
     pub rate: Tensor,
 }
 
-/// Applies the bottleneck to `v` (float32). Noise is added only when `train` is true.
+/// Applies the bottleneck to `v` (float32). Noise is added only when `train` is true,
+/// drawn from LibTorch's generator.
 ///
 /// # Shapes
 /// - `v`: `[B, k * v_dim, H, W]` with `k = 2` for `vb` (`[mu | rho]`), else 1
 /// - returns `y`: `[B, v_dim, H, W]`, `rate`: `[B]`
 pub fn apply(spec: &BottleneckSpec, v: &Tensor, train: bool) -> BottleneckOutput {
+    let noise = match *spec {
+        BottleneckSpec::Gd { rate } if train && rate > 0.0 => Some(v.randn_like()),
+        BottleneckSpec::Vb { .. } if train => Some(v.chunk(2, 1)[0].randn_like()),
+        _ => None,
+    };
+    apply_with_noise(spec, v, noise.as_ref())
+}
+
+/// [`apply`] with the `N(0, 1)` draw given: `noise` has the shape of `y`, and `None`
+/// means evaluation (no noise).
+pub fn apply_with_noise(
+    spec: &BottleneckSpec,
+    v: &Tensor,
+    noise: Option<&Tensor>,
+) -> BottleneckOutput {
     let batch = v.size()[0];
     let zero_rate = || Tensor::zeros([batch], (v.kind(), v.device()));
-    match *spec {
-        BottleneckSpec::Gd { rate } if train && rate > 0.0 => {
+    match (*spec, noise) {
+        (BottleneckSpec::Gd { rate }, Some(n)) => {
             let sigma = crate::info::gd_sigma(rate);
             // eps = 1 + sigma n ~ N(1, sigma^2), elementwise
-            let eps = v.randn_like() * sigma + 1.0;
+            let eps = n * sigma + 1.0;
             BottleneckOutput {
                 y: v * eps,
                 rate: zero_rate(),
             }
         }
-        BottleneckSpec::Vb { .. } => {
+        (BottleneckSpec::Vb { .. }, noise) => {
             let halves = v.chunk(2, 1);
             let (mu, rho) = (&halves[0], &halves[1]);
             // LibTorch's softplus is the identity above 20, which in float32 is the exact
             // value (log1p(e^-20) is below half an ulp of 20).
             let s = rho.softplus(); // [B, v_dim, H, W]
             let rate = crate::ops::per_image_sum(&vb_kl(mu, &s)); // [B]
-            let y = if train {
-                mu + &s * mu.randn_like()
-            } else {
-                mu.shallow_clone()
+            let y = match noise {
+                Some(n) => mu + &s * n,
+                None => mu.shallow_clone(),
             };
             BottleneckOutput { y, rate }
         }
@@ -371,11 +386,18 @@ mod tests {
 
     const F32: (Kind, Device) = (Kind::Float, Device::Cpu);
 
+    /// `N(0, 1)` draws of `shape` from the test's own seeded generator.
+    fn normal(shape: [i64; 4], seed: u64) -> Tensor {
+        crate::evaluate::host_normal(shape, seed, Device::Cpu)
+    }
+
     #[test]
     fn gd_noise_has_mean_one_and_variance_p_over_one_minus_p() {
         let rate = 0.3;
         let ones = Tensor::ones([4, 10, 50, 50], F32);
-        let eps = host_f32(&apply(&BottleneckSpec::Gd { rate }, &ones, true).y);
+        let spec = BottleneckSpec::Gd { rate };
+        let noise = normal([4, 10, 50, 50], 1);
+        let eps = host_f32(&apply_with_noise(&spec, &ones, Some(&noise)).y);
         let n = eps.len() as f64;
         let mean = eps.iter().map(|&e| e as f64).sum::<f64>() / n;
         let var = eps.iter().map(|&e| (e as f64 - mean).powi(2)).sum::<f64>() / n;
@@ -388,7 +410,7 @@ mod tests {
 
     #[test]
     fn gd_zero_and_evaluation_are_the_identity() {
-        let v = Tensor::randn([2, 10, 4, 4], F32);
+        let v = normal([2, 10, 4, 4], 3);
         let want = host_f32(&v);
         let gd = |rate| BottleneckSpec::Gd { rate };
         assert_eq!(host_f32(&apply(&gd(0.0), &v, true).y), want);
@@ -423,7 +445,8 @@ mod tests {
         let mu = Tensor::ones([2, 5, 100, 100], F32) * 2.0;
         let rho = Tensor::zeros([2, 5, 100, 100], F32);
         let v = Tensor::cat(&[mu, rho], 1);
-        let y = host_f32(&apply(&BottleneckSpec::Vb { beta: 1.0 }, &v, true).y);
+        let noise = normal([2, 5, 100, 100], 2);
+        let y = host_f32(&apply_with_noise(&BottleneckSpec::Vb { beta: 1.0 }, &v, Some(&noise)).y);
         let n = y.len() as f64;
         let mean = y.iter().map(|&e| e as f64).sum::<f64>() / n;
         let sd = (y.iter().map(|&e| (e as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();

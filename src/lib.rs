@@ -38,6 +38,8 @@ pub mod reference;
 pub mod run;
 pub mod sample;
 pub mod sweep;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod train;
 pub mod units;
 pub mod vae;

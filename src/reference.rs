@@ -208,11 +208,9 @@ mod tests {
     const ONE_THREAD_BOUND: f64 = 1.8e-6;
 
     fn check(name: &str) {
-        let path = fixture(name);
-        if !path.exists() {
-            eprintln!("skipping: {} not present", path.display());
+        let Some(path) = crate::testing::required(&fixture(name), "a reference fixture") else {
             return;
-        }
+        };
         // Process-wide, but no other test depends on the thread count.
         tch::set_num_threads(1);
         let v = verify(&path, Device::Cpu).unwrap();
@@ -261,10 +259,10 @@ mod tests {
 
     #[test]
     fn another_architecture_is_refused_by_name() {
-        let path = fixture("tiny_gd.safetensors");
-        if !path.exists() {
+        let Some(path) = crate::testing::required(&fixture("tiny_gd.safetensors"), "a fixture")
+        else {
             return;
-        }
+        };
         let export = Export::read(&path).unwrap();
         let other = Hybrid::new(
             &ModelConfig::tiny().with_bottleneck(BottleneckSpec::Vb { beta: 0.1 }),

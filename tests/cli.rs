@@ -34,11 +34,16 @@ fn run_err(args: &[&str]) -> String {
 }
 
 /// A small CIFAR-10 directory: 40 training and 12 test images (real ones when the
-/// shared data is there, else patterned bytes).
+/// shared data is there, else patterned bytes; under CI the shared data must be there).
 fn mini_cifar(dir: &Path) -> PathBuf {
     let out = dir.join("cifar");
     std::fs::create_dir_all(&out).unwrap();
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10");
+    assert!(
+        shared.exists() || std::env::var_os("CI").is_none(),
+        "CI must provide {}",
+        shared.display()
+    );
     for (file, n) in [("data_batch_1.bin", 40), ("test_batch.bin", 12)] {
         let bytes = match std::fs::read(shared.join(file)) {
             Ok(b) => b[..3073 * n].to_vec(),
@@ -622,4 +627,104 @@ fn an_interrupted_sweep_resumes_the_unfinished_run() {
     assert!(!String::from_utf8_lossy(&o.stdout).contains("skipped"));
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert!(csv.lines().nth(1).unwrap().contains(",6,"), "{csv}");
+}
+
+/// Fashion-MNIST-shaped IDX files (28x28, one channel): `train` training and `test` test
+/// images of patterned bytes.
+fn synthetic_idx(dir: &Path, train: usize, test: usize) -> PathBuf {
+    let out = dir.join("idx");
+    std::fs::create_dir_all(&out).unwrap();
+    let write = |name: &str, n: usize, images: bool| {
+        let mut bytes = Vec::new();
+        let (magic, dims): (u32, Vec<u32>) = if images {
+            (0x0803, vec![n as u32, 28, 28])
+        } else {
+            (0x0801, vec![n as u32])
+        };
+        bytes.extend(magic.to_be_bytes());
+        for d in &dims {
+            bytes.extend(d.to_be_bytes());
+        }
+        let per = if images { 28 * 28 } else { 1 };
+        bytes.extend((0..n * per).map(|i| {
+            if images {
+                (i * 37 % 256) as u8
+            } else {
+                (i % 10) as u8
+            }
+        }));
+        std::fs::write(out.join(name), bytes).unwrap();
+    };
+    write("train-images-idx3-ubyte", train, true);
+    write("train-labels-idx1-ubyte", train, false);
+    write("t10k-images-idx3-ubyte", test, true);
+    write("t10k-labels-idx1-ubyte", test, false);
+    std::fs::canonicalize(out).unwrap()
+}
+
+/// A sweep on 28x28 grey images needs `--downsamples 2`: every train setting reaches its
+/// runs through their config.json, which is the one `ibvae train` writes for the same
+/// flags.
+#[test]
+fn a_fashion_mnist_shaped_sweep_passes_every_setting_to_its_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = synthetic_idx(tmp.path(), 12, 6);
+    let data_s = data.to_str().unwrap();
+    let out = tmp.path().join("sweep");
+    let settings = [
+        "--steps",
+        "2",
+        "--downsamples",
+        "2",
+        "--ema-decay",
+        "0.9",
+        "--eval-every",
+        "1",
+        "--lr-start",
+        "3e-4",
+        "--seed",
+        "5",
+        "--data",
+        data_s,
+        "--threads",
+        "1",
+    ];
+    let mut sweep = vec![
+        "sweep",
+        "--preset",
+        "tiny",
+        "--gd",
+        "0.3",
+        "--vb",
+        "",
+        "--baselines",
+        "",
+    ];
+    sweep.extend(settings);
+    sweep.extend(["--out", out.to_str().unwrap()]);
+    run_ok(&sweep);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(
+        csv.lines().nth(1).unwrap().starts_with("gd,0.3,gd-0.3,"),
+        "{csv}"
+    );
+    let member: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("gd-0.3/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(member["model"]["downsamples"], 2);
+    assert_eq!(member["model"]["image_channels"], 1);
+    assert_eq!(member["model"]["image_size"], 28);
+    assert_eq!(member["train"]["ema_decay"], 0.9);
+    assert_eq!(member["train"]["eval_every"], 1);
+    // The run trained with its Polyak average: the evaluations came every step.
+    assert_eq!(metrics(&out.join("gd-0.3")).len(), 2);
+    // `ibvae train` with the same flags writes the same config.
+    let run = tmp.path().join("alone");
+    let mut train = vec!["train", "--preset", "tiny", "--bottleneck", "gd:0.3"];
+    train.extend(settings);
+    train.extend(["--run", run.to_str().unwrap()]);
+    run_ok(&train);
+    let alone: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(member, alone);
 }

@@ -169,11 +169,10 @@ mod tests {
 
     #[test]
     fn shared_cifar_files_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10");
-        if !dir.exists() {
-            eprintln!("skipping: {} not present", dir.display());
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10");
+        let Some(dir) = crate::testing::required(&shared, "the shared CIFAR-10 subset") else {
             return;
-        }
+        };
         let data = load_dir(&dir).unwrap();
         assert_eq!(data.test.len(), 10_000);
         assert_eq!(data.train.len(), 10_000);

@@ -209,12 +209,12 @@ mod tests {
 
     #[test]
     fn debian_fashion_mnist_loads_when_installed() {
-        let dir = Path::new("/usr/share/datasets/fashion-mnist");
-        if !dir.exists() {
-            eprintln!("skipping: {} not installed", dir.display());
+        let debian = Path::new("/usr/share/datasets/fashion-mnist");
+        let what = "Fashion-MNIST (Debian's dataset-fashion-mnist)";
+        let Some(dir) = crate::testing::required(debian, what) else {
             return;
-        }
-        let data = load_dir(dir).unwrap();
+        };
+        let data = load_dir(&dir).unwrap();
         assert_eq!((data.train.len(), data.test.len()), (60_000, 10_000));
         assert_eq!(data.test.dims(), 784);
     }

@@ -116,13 +116,22 @@ pub fn dropout(x: &Tensor, p: f64) -> Tensor {
 /// Independent fair 0/1 values (int64, on the CPU) of shape `shape`: bits 0 to 31 of
 /// uniform draws from `[0, 2^32)`.
 pub fn fair_coins(shape: &[i64]) -> Tensor {
-    const BITS: i64 = 32;
     let n: i64 = shape.iter().product();
-    let words = (n + BITS - 1) / BITS;
-    let opts = (Kind::Int64, Device::Cpu);
-    let draws = Tensor::randint_low(0, 1 << BITS, [words, 1], opts);
-    let shifts = Tensor::arange(BITS, opts).view([1, BITS]);
-    draws
+    let words = (n + COIN_BITS - 1) / COIN_BITS;
+    let draws = Tensor::randint_low(0, 1 << COIN_BITS, [words], (Kind::Int64, Device::Cpu));
+    coins_from_words(&draws, shape)
+}
+
+/// Bits per random word of [`fair_coins`].
+const COIN_BITS: i64 = 32;
+
+/// Bits 0 to 31 of each word of `words` (uniform in `[0, 2^32)`), in order, as the first
+/// `shape.product()` coins.
+fn coins_from_words(words: &Tensor, shape: &[i64]) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let shifts = Tensor::arange(COIN_BITS, (Kind::Int64, words.device())).view([1, COIN_BITS]);
+    words
+        .view([-1, 1])
         .bitwise_right_shift(&shifts) // [words, 32]
         .bitwise_and(1)
         .view([-1])
@@ -140,7 +149,14 @@ mod tests {
     /// with 2^20 coins each frequency is within 5 standard errors of 1/2.
     #[test]
     fn fair_coins_are_fair_and_independent() {
-        let v = host_f32(&fair_coins(&[4, 64, 64, 64]).to_kind(Kind::Float));
+        // Words from the test's own seeded generator, through the same bit extraction.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let words: Vec<i64> = (0..(1 << 20) / 32)
+            .map(|_| rng.random::<u32>() as i64)
+            .collect();
+        let coins = coins_from_words(&Tensor::from_slice(&words), &[4, 64, 64, 64]);
+        let v = host_f32(&coins.to_kind(Kind::Float));
         let n = v.len();
         assert_eq!(n, 1 << 20);
         assert!(v.iter().all(|&b| b == 0.0 || b == 1.0));
@@ -163,8 +179,14 @@ mod tests {
             let agree = v.iter().zip(&v[lag..]).filter(|(a, b)| a == b).count();
             close(agree, n - lag, &format!("agreement at lag {lag}"));
         }
-        // A shape whose size is not a multiple of 32.
-        assert_eq!(fair_coins(&[1, 3, 5, 7]).size(), [1, 3, 5, 7]);
+        // LibTorch's draws, for a shape whose size is not a multiple of 32.
+        let drawn = fair_coins(&[1, 3, 5, 7]);
+        assert_eq!(drawn.size(), [1, 3, 5, 7]);
+        assert!(
+            host_f32(&drawn.to_kind(Kind::Float))
+                .iter()
+                .all(|&b| b == 0.0 || b == 1.0)
+        );
     }
 
     #[test]
