@@ -4,15 +4,17 @@
 //! (NeurIPS 2021 Bayesian Deep Learning workshop): a VAE whose decoder is also
 //! autoregressive (PixelCNN++), with an information bottleneck (Gaussian dropout or a
 //! variational bottleneck) on the autoregressive path, so that the latents must carry
-//! the global content of the image.
+//! the global content of the image. The compute engine is LibTorch (through `tch`).
 //!
-//! Modules follow the model's parts:
-//! - [`bottleneck`]: the GD and VB layers (and the `none` / `aux` baselines' specs)
-//! - [`dmol`]: the discretised mixture of logistics
-//! - [`info`]: Theorem 1, the GD information bound, and the exact mutual information
+//! Modules follow the model's parts and the layers of `docs/architecture.md`:
+//! - the model: [`hybrid`], [`vae`], [`pixelcnn`], [`bottleneck`], [`dmol`], [`nn`],
+//!   [`ops`], [`params`]
+//! - the experiment: [`config`], [`run`], [`train`], [`evaluate`], [`sample`], [`sweep`],
+//!   [`plot`], [`bench`], [`optim`]
+//! - the science: [`info`] (Theorem 1, the GD information bound), [`units`]
 //! - [`data`]: CIFAR-10 and IDX readers, download, batching
-//! - [`units`]: bits per dimension
-//! - [`backend`]: the one place that names a backend
+//! - [`backend`]: devices, threads, seeds and precision
+//! - [`cli`] parses the command line; [`commands`] runs each command
 
 pub mod backend;
 pub mod bench;

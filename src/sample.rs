@@ -17,28 +17,32 @@ use crate::hybrid::Hybrid;
 use crate::nn::Mode;
 
 /// Draws images given the decoder's map `u` (`[n, dec_out, S, S]`); returns bytes
-/// `[n, C, S, S]`. `progress` is called after each row with `(row, rows)`.
+/// `[n, C, S, S]`. With `crop`, each row is drawn from the network run on the rows that
+/// matter only (the same numbers). `progress` is called after each row with
+/// `(row, rows)`.
 pub fn sample_given_u(
     model: &Hybrid,
     u: &Tensor,
-    channels: usize,
-    temperature: f32,
-    seed: u64,
+    draw: &Draw,
     crop: bool,
     mut progress: impl FnMut(usize, usize),
 ) -> Vec<u8> {
-    tch::no_grad(|| sample_rows(model, u, channels, temperature, seed, crop, &mut progress))
+    tch::no_grad(|| sample_rows(model, u, draw, crop, &mut progress))
 }
 
 fn sample_rows(
     model: &Hybrid,
     u: &Tensor,
-    channels: usize,
-    temperature: f32,
-    seed: u64,
+    draw: &Draw,
     crop: bool,
     progress: &mut impl FnMut(usize, usize),
 ) -> Vec<u8> {
+    let Draw {
+        channels,
+        temperature,
+        seed,
+        ..
+    } = *draw;
     let size = u.size();
     let (n, size) = (size[0] as usize, size[2] as usize);
     let device = u.device();
@@ -103,15 +107,7 @@ pub fn sample_prior(
     let shape = model.latent_shape(n, draw.size);
     let z = host_normal(shape, draw.seed ^ 0x5A5A_0000, model.device()) * draw.temperature as f64;
     let u = tch::no_grad(|| model.decode(&z)); // [n, dec_out, S, S]
-    sample_given_u(
-        model,
-        &u,
-        draw.channels,
-        draw.temperature,
-        draw.seed,
-        true,
-        progress,
-    )
+    sample_given_u(model, &u, draw, true, progress)
 }
 
 /// For each of the `x` images (bytes `[n, C, S, S]`), `k` reconstructions: `z ~ q(z|x)`
@@ -127,8 +123,8 @@ pub fn reconstruct(
     let Draw {
         channels,
         size,
-        temperature,
         seed,
+        ..
     } = *draw;
     // Repeat each image k times, image-major.
     let plane = channels * size * size;
@@ -146,7 +142,7 @@ pub fn reconstruct(
         let z = mean + (logvar * 0.5).exp() * noise; // z ~ q(z|x)
         model.decode(&z)
     });
-    sample_given_u(model, &u, channels, temperature, seed, true, progress)
+    sample_given_u(model, &u, draw, true, progress)
 }
 
 #[cfg(test)]
@@ -167,8 +163,14 @@ mod tests {
         model.use_f64();
         let z = host_normal(model.latent_shape(2, 16), 3, Device::Cpu);
         let u = tch::no_grad(|| model.decode(&z));
-        let full = sample_given_u(&model, &u, 3, 1.0, 9, false, |_, _| {});
-        let cropped = sample_given_u(&model, &u, 3, 1.0, 9, true, |_, _| {});
+        let draw = Draw {
+            channels: 3,
+            size: 16,
+            temperature: 1.0,
+            seed: 9,
+        };
+        let full = sample_given_u(&model, &u, &draw, false, |_, _| {});
+        let cropped = sample_given_u(&model, &u, &draw, true, |_, _| {});
         assert_eq!(full, cropped);
         assert_eq!(full.len(), 2 * 3 * 16 * 16);
     }

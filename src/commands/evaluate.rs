@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use crate::backend::Runtime;
-use crate::data;
 use crate::error::{Error, Result};
 use crate::run::RunDir;
 
@@ -26,16 +25,7 @@ pub fn run(args: EvalRequest) -> Result<()> {
     if args.samples == 0 {
         return Err(Error::Config("--samples must be at least 1".into()));
     }
-    let device = args.runtime.start()?;
-    let (config, model) = crate::run::load_for_inference(&args.run, device)?;
-    let data_dir = args
-        .data
-        .clone()
-        .unwrap_or_else(|| config.train.data.clone());
-    let data = data::load(&data_dir)?;
-    let mut checked = config.clone();
-    checked.train.data = data_dir.clone();
-    crate::train::check_images_fit(&checked, &data)?;
+    let (config, model, data) = super::load_run(&args.run, args.data.as_ref(), &args.runtime)?;
     let batch = args.batch.unwrap_or(config.train.eval_batch);
     let options = crate::evaluate::EvalOptions {
         limit: None,

@@ -9,6 +9,31 @@ pub mod sample;
 pub mod tools;
 pub mod train;
 
+use std::path::{Path, PathBuf};
+
+use crate::backend::Runtime;
+use crate::config::ExperimentConfig;
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::hybrid::Hybrid;
+
+/// A run's config and model (with its Polyak average when it keeps one) on the
+/// runtime's device, and its data (`data`, or the run's own), checked to fit.
+pub(crate) fn load_run(
+    run: &Path,
+    data: Option<&PathBuf>,
+    runtime: &Runtime,
+) -> Result<(ExperimentConfig, Hybrid, Dataset)> {
+    let device = runtime.start()?;
+    let (config, model) = crate::run::load_for_inference(run, device)?;
+    let data_dir = data.cloned().unwrap_or_else(|| config.train.data.clone());
+    let dataset = crate::data::load(&data_dir)?;
+    let mut checked = config.clone();
+    checked.train.data = data_dir;
+    crate::train::check_images_fit(&checked, &dataset)?;
+    Ok((config, model, dataset))
+}
+
 /// A progress bar over the rows of the image being drawn.
 pub(crate) fn row_bar(rows: usize, what: &str) -> indicatif::ProgressBar {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {

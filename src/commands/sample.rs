@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use super::row_bar;
 use crate::backend::Runtime;
-use crate::data;
 use crate::error::{Error, Result};
 
 /// What `ibvae sample` was asked to draw.
@@ -75,16 +74,7 @@ pub fn reconstruct(args: ReconstructRequest) -> Result<()> {
     if args.n == 0 || args.samples == 0 {
         return Err(Error::Config("--n and --samples must be at least 1".into()));
     }
-    let device = args.runtime.start()?;
-    let (config, model) = crate::run::load_for_inference(&args.run, device)?;
-    let data_dir = args
-        .data
-        .clone()
-        .unwrap_or_else(|| config.train.data.clone());
-    let data = data::load(&data_dir)?;
-    let mut checked = config.clone();
-    checked.train.data = data_dir;
-    crate::train::check_images_fit(&checked, &data)?;
+    let (config, model, data) = super::load_run(&args.run, args.data.as_ref(), &args.runtime)?;
     let m = &config.model;
     let n = args.n.min(data.test.len());
     let originals = data.test.take(n).pixels;
