@@ -191,34 +191,6 @@ pub fn sample_pixel(
     bytes
 }
 
-/// Draws every pixel of `params` independently; returns bytes `[B, C, H, W]`.
-///
-/// # Shapes
-/// - `params`: `[B, P, H, W]`
-/// - returns `B * C * H * W` bytes in NCHW order
-pub fn sample(params: &Tensor, channels: usize, temperature: f32, rng: &mut impl Rng) -> Vec<u8> {
-    let [b, p, h, w]: [usize; 4] = crate::ops::dims(params)
-        .try_into()
-        .expect("parameters are [B, P, H, W]");
-    let values = crate::ops::host_f32(params);
-    let mut out = vec![0u8; b * channels * h * w];
-    let mut pixel = vec![0f32; p];
-    for n in 0..b {
-        for i in 0..h * w {
-            for (j, v) in pixel.iter_mut().enumerate() {
-                *v = values[(n * p + j) * h * w + i];
-            }
-            for (c, byte) in sample_pixel(&pixel, channels, temperature, rng)
-                .into_iter()
-                .enumerate()
-            {
-                out[(n * channels + c) * h * w + i] = byte;
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

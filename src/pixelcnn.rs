@@ -116,20 +116,22 @@ impl PixelCnnPp {
         }
     }
 
-    /// Runs in the floating-point type of `x` (`u` is cast to it).
+    /// Runs in the floating-point type of `x` (`cond` is cast to it). `cond` is the VAE
+    /// decoder's map (the hybrid's `u`; nn.py's `h`); inside, `u` and `ul` are
+    /// PixelCNN++'s two streams, as in model.py.
     ///
     /// # Shapes
     /// - `x`: `[B, C, H, W]` in `[-1, 1]`, `H` and `W` divisible by 4
-    /// - `u`: `[B, cond_ch, H, W]`
+    /// - `cond`: `[B, cond_ch, H, W]`
     /// - returns `v`: `[B, out_ch, H, W]`
-    pub fn forward(&self, x: &Tensor, u: &Tensor, mode: Mode) -> Tensor {
+    pub fn forward(&self, x: &Tensor, cond: &Tensor, mode: Mode) -> Tensor {
         let s = x.size();
-        let (b, h, w) = (s[0], s[2], s[3]);
-        let u = u.to_kind(x.kind());
-        // u average-pooled to each resolution.
-        let pool = |k: i64| u.avg_pool2d([k, k], [k, k], [0, 0], false, true, None::<i64>);
-        let hs = [u.shallow_clone(), pool(2), pool(4)];
-        let ones = Tensor::ones([b, 1, h, w], (x.kind(), x.device()));
+        let (b, height, width) = (s[0], s[2], s[3]);
+        let cond = cond.to_kind(x.kind());
+        // The conditioning map average-pooled to each resolution.
+        let pool = |k: i64| cond.avg_pool2d([k, k], [k, k], [0, 0], false, true, None::<i64>);
+        let hs = [cond.shallow_clone(), pool(2), pool(4)];
+        let ones = Tensor::ones([b, 1, height, width], (x.kind(), x.device()));
         let xp = Tensor::cat(&[x, &ones], 1); // [B, C+1, H, W]
         let mut u_list = vec![down_shift(&self.u_init.forward(&xp))]; // [B, nf, H, W]
         let mut ul_list = vec![
