@@ -39,6 +39,7 @@ pub mod plot;
 pub mod reference;
 pub mod run;
 pub mod sample;
+pub mod signals;
 pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testing;

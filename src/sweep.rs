@@ -10,8 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::backend::{DeviceChoice, Precision};
@@ -242,12 +242,9 @@ pub fn run(plan: SweepPlan) -> Result<()> {
     std::fs::create_dir_all(&args.out).at(&args.out)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or((cores / args.jobs).max(1));
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // The children get the same Ctrl-C, checkpoint and exit; the sweep waits for them.
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
+    // The children get the same Ctrl-C (or SIGTERM to the process group), checkpoint and
+    // exit; the sweep starts no more of them and waits.
+    let stop = crate::signals::stop_flag()?;
     let mut queue: Vec<Member> = Vec::new();
     for m in &members {
         let run = RunDir::new(args.out.join(&m.name));

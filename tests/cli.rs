@@ -159,7 +159,15 @@ fn interrupted_runs_resume_exactly() {
     interrupt_and_resume(data, &sigint, "-INT");
     assert_same_run(&whole, &sigint);
 
-    // 3. kill -9 with a checkpoint every step: resumed from the last one.
+    // 3. SIGTERM (SLURM's time limit, preemption, requeue) and SIGUSR1 (its warning
+    // before the time limit): the same as SIGINT.
+    for (name, signal) in [("sigterm", "-TERM"), ("sigusr1", "-USR1")] {
+        let run = tmp.path().join(name);
+        interrupt_and_resume(data, &run, signal);
+        assert_same_run(&whole, &run);
+    }
+
+    // 4. kill -9 with a checkpoint every step: resumed from the last one.
     let killed = tmp.path().join("killed");
     interrupt_and_resume(data, &killed, "-KILL");
     assert_same_run(&whole, &killed);
@@ -194,8 +202,8 @@ fn interrupt_and_resume(data: &str, run: &Path, signal: &str) {
         .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    if signal == "-INT" {
-        assert!(out.status.success(), "SIGINT should exit cleanly: {out:?}");
+    if signal != "-KILL" {
+        assert!(out.status.success(), "{signal} should exit cleanly: {out:?}");
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("checkpoint saved")
                 || String::from_utf8_lossy(&out.stdout).contains("--resume")

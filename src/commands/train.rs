@@ -2,8 +2,6 @@
 //! stopping at a step boundary with a checkpoint.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::backend::{Precision, Runtime};
 use crate::bottleneck::BottleneckSpec;
@@ -64,19 +62,8 @@ pub fn run(args: TrainRequest) -> Result<()> {
         (config, data)
     };
     let config = prepare_run(&run, config, start)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // A second Ctrl-C while the checkpoint is written exits at once.
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
-            );
-        });
-    }
+    // Ctrl-C, SIGTERM or SIGUSR1: finish the step, save a checkpoint, stop.
+    let stop = crate::signals::stop_flag()?;
     let n_train = data.train.len();
     eprintln!(
         "run {}: preset {} bottleneck {} ({} parameters), {} training and {} test images, \
