@@ -8,6 +8,13 @@ use crate::error::{IoContext, Result};
 /// Writes `bytes` to `path` through a temporary file in the same directory that is
 /// synced and then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_keeping(path, bytes, None)
+}
+
+/// [`write_atomic`], and once the new file is complete on disk, the one it replaces is
+/// moved to `previous` (when given) instead of being overwritten: at every moment at
+/// least one complete file exists.
+pub fn write_atomic_keeping(path: &Path, bytes: &[u8], previous: Option<&Path>) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -21,6 +28,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp).at(&tmp)?;
         f.write_all(bytes).at(&tmp)?;
         f.sync_all().at(&tmp)?;
+        if let Some(previous) = previous
+            && path.exists()
+        {
+            std::fs::rename(path, previous).at(previous)?;
+        }
         std::fs::rename(&tmp, path).at(path)?;
         // Make the rename itself durable.
         if let Ok(d) = std::fs::File::open(&dir) {

@@ -7,6 +7,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::hybrid::Hybrid;
 
+/// The metadata key of a file's checksum (MD5 of its tensors, hex).
+const CHECKSUM_KEY: &str = "ibvae_checksum";
+
 /// A tensor read from or written to a safetensors file: `f32` or `u8`, row-major.
 #[derive(Debug, Clone)]
 pub enum Stored {
@@ -91,6 +94,33 @@ impl TensorFile {
             .unwrap_or_default())
     }
 
+    /// The checksum of the tensors (names, types, shapes and bytes, in name order) that
+    /// [`TensorFile::write_atomic`] stores in the metadata and [`TensorFile::read`] checks.
+    fn checksum(&self) -> String {
+        use md5::{Digest, Md5};
+        let mut h = Md5::new();
+        for (name, t) in &self.tensors {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            for d in t.shape() {
+                h.update((*d as u64).to_le_bytes());
+            }
+            match t {
+                Stored::F32 { data, .. } => {
+                    h.update([0u8]);
+                    for v in data {
+                        h.update(v.to_le_bytes());
+                    }
+                }
+                Stored::U8 { data, .. } => {
+                    h.update([1u8]);
+                    h.update(data);
+                }
+            }
+        }
+        format!("{:x}", h.finalize())
+    }
+
     /// Reads `path`; anything that is not a readable safetensors file of `f32` and `u8`
     /// tensors is a clear error.
     pub fn read(path: &std::path::Path) -> crate::Result<Self> {
@@ -131,12 +161,28 @@ impl TensorFile {
             };
             tensors.insert(name, stored);
         }
-        Ok(Self { tensors, metadata })
+        let file = Self { tensors, metadata };
+        if let Some(want) = file.metadata.get(CHECKSUM_KEY)
+            && *want != file.checksum()
+        {
+            return Err(Error::Checkpoint(format!(
+                "{} is damaged: its tensors do not match the checksum written with them",
+                path.display()
+            )));
+        }
+        Ok(file)
     }
 
     /// Writes the file to `path` atomically: to a temporary file beside it, synced, then
     /// renamed over `path`, so a crash leaves the old file or the new one, never half.
-    pub fn write_atomic(&self, path: &std::path::Path) -> crate::Result<()> {
+    /// With `previous`, the file it replaces is kept there (see
+    /// [`crate::fsutil::write_atomic_keeping`]). A checksum of the tensors goes into the
+    /// metadata.
+    pub fn write_atomic(
+        &self,
+        path: &std::path::Path,
+        previous: Option<&std::path::Path>,
+    ) -> crate::Result<()> {
         use crate::error::Error;
         use safetensors::tensor::{Dtype, TensorView};
         let byte_data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = self
@@ -162,10 +208,11 @@ impl TensorFile {
                 (name.clone(), view)
             })
             .collect();
-        let metadata = (!self.metadata.is_empty()).then(|| self.metadata.clone());
-        let bytes = safetensors::serialize(views, metadata)
+        let mut metadata = self.metadata.clone();
+        metadata.insert(CHECKSUM_KEY.into(), self.checksum());
+        let bytes = safetensors::serialize(views, Some(metadata))
             .map_err(|e| Error::Checkpoint(format!("could not encode {}: {e}", path.display())))?;
-        crate::fsutil::write_atomic(path, &bytes).map_err(|e| match e {
+        crate::fsutil::write_atomic_keeping(path, &bytes, previous).map_err(|e| match e {
             Error::Io { path, source } => Error::Checkpoint(format!(
                 "could not save {}: {source}; the previous file, if any, is untouched \
                  (free some disk space and resume)",

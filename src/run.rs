@@ -66,6 +66,10 @@ impl RunDir {
     pub fn checkpoint_path(&self) -> PathBuf {
         self.path.join("checkpoint.safetensors")
     }
+    /// The checkpoint before the latest, kept in case the latest is damaged.
+    pub fn previous_checkpoint_path(&self) -> PathBuf {
+        self.path.join("checkpoint.prev.safetensors")
+    }
     pub fn metrics_path(&self) -> PathBuf {
         self.path.join("metrics.jsonl")
     }
@@ -78,7 +82,7 @@ impl RunDir {
     }
 
     pub fn has_checkpoint(&self) -> bool {
-        self.checkpoint_path().exists()
+        self.checkpoint_path().exists() || self.previous_checkpoint_path().exists()
     }
 
     /// Reads `config.json`; a file that does not parse is a clear error.
@@ -136,7 +140,41 @@ impl RunDir {
             CONFIG_KEY.into(),
             serde_json::to_string(config).expect("config serialises"),
         );
-        file.write_atomic(&self.checkpoint_path())
+        file.write_atomic(
+            &self.checkpoint_path(),
+            Some(&self.previous_checkpoint_path()),
+        )
+    }
+
+    /// The latest checkpoint file, or, when it is missing, damaged or cut short, the one
+    /// before it (with a warning on stderr).
+    fn read_checkpoint_file(&self) -> Result<(TensorFile, PathBuf)> {
+        let (latest, previous) = (self.checkpoint_path(), self.previous_checkpoint_path());
+        let problem = if latest.exists() {
+            match TensorFile::read(&latest) {
+                Ok(file) => return Ok((file, latest)),
+                Err(e) => e.to_string(),
+            }
+        } else {
+            format!("{} is missing", latest.display())
+        };
+        if !previous.exists() {
+            return Err(Error::Checkpoint(format!(
+                "{problem}, and there is no earlier checkpoint to fall back to; start the run \
+                 over with --force"
+            )));
+        }
+        eprintln!(
+            "warning: {problem}; continuing from the checkpoint before it, {}",
+            previous.display()
+        );
+        let file = TensorFile::read(&previous).map_err(|e| {
+            Error::Checkpoint(format!(
+                "{problem}, and the checkpoint before it is unusable too ({e}); start the \
+                 run over with --force"
+            ))
+        })?;
+        Ok((file, previous))
     }
 
     /// Reads the checkpoint and loads its weights into `model`. Returns the file (for the
@@ -146,15 +184,14 @@ impl RunDir {
         config: &ExperimentConfig,
         model: &Hybrid,
     ) -> Result<(TensorFile, TrainState)> {
-        let path = self.checkpoint_path();
-        if !path.exists() {
+        if !self.has_checkpoint() {
             return Err(Error::Checkpoint(format!(
                 "{} has no checkpoint yet: train the run first (`ibvae train --run {}`)",
                 self.path.display(),
                 self.path.display()
             )));
         }
-        let file = TensorFile::read(&path)?;
+        let (file, path) = self.read_checkpoint_file()?;
         if let Some(saved) = file.metadata.get(CONFIG_KEY) {
             let saved: ExperimentConfig = serde_json::from_str(saved).map_err(|e| {
                 Error::Checkpoint(format!(
@@ -197,10 +234,12 @@ impl RunDir {
     /// The training state of the run's checkpoint, read from the file's header alone
     /// (neither the weights nor the data are read); `None` without a checkpoint.
     pub fn saved_state(&self) -> Result<Option<TrainState>> {
-        let path = self.checkpoint_path();
-        if !path.exists() {
+        let path = [self.checkpoint_path(), self.previous_checkpoint_path()]
+            .into_iter()
+            .find(|p| p.exists());
+        let Some(path) = path else {
             return Ok(None);
-        }
+        };
         let metadata = TensorFile::read_metadata(&path)?;
         let Some(state) = metadata.get(STATE_KEY) else {
             return Ok(Some(TrainState::fresh()));
@@ -274,6 +313,7 @@ impl RunDir {
     pub fn clear(&self) -> Result<()> {
         for p in [
             self.checkpoint_path(),
+            self.previous_checkpoint_path(),
             self.metrics_path(),
             self.eval_path(),
             self.config_path(),
@@ -314,4 +354,80 @@ pub fn load_for_inference(dir: &Path, device: Device) -> Result<(ExperimentConfi
         ema.copy_to(&model);
     }
     Ok((config, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ModelConfig, TrainConfig};
+
+    fn saved_run(dir: &Path) -> (RunDir, ExperimentConfig, Hybrid) {
+        let run = RunDir::new(dir.join("run"));
+        let config = ExperimentConfig {
+            preset: "tiny".into(),
+            model: ModelConfig::tiny(),
+            train: TrainConfig::for_preset("tiny", dir.to_path_buf()).unwrap(),
+        };
+        run.write_config(&config).unwrap();
+        let model = Hybrid::new(&config.model, Device::Cpu).unwrap();
+        for step in [1, 2] {
+            let state = TrainState {
+                step,
+                ..TrainState::fresh()
+            };
+            run.save_checkpoint(&config, &model, None, None, &state)
+                .unwrap();
+        }
+        (run, config, model)
+    }
+
+    fn damage(path: &Path, how: &str) {
+        let mut bytes = std::fs::read(path).unwrap();
+        match how {
+            // 1,000 bytes of the payload (past the header), inverted.
+            "flip" => {
+                let start = bytes.len() / 2;
+                for b in &mut bytes[start..start + 1000] {
+                    *b = !*b;
+                }
+            }
+            _ => bytes.truncate(bytes.len() - 5000),
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_falls_back_to_the_one_before() {
+        for how in ["flip", "truncate"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (run, config, model) = saved_run(tmp.path());
+            let (_, state) = run.load_checkpoint(&config, &model).unwrap();
+            assert_eq!(state.step, 2);
+            damage(&run.checkpoint_path(), how);
+            let (_, state) = run.load_checkpoint(&config, &model).unwrap();
+            assert_eq!(state.step, 1, "{how}: the checkpoint before the latest");
+            // Without the one before, a clear error that names the file.
+            std::fs::remove_file(run.previous_checkpoint_path()).unwrap();
+            let err = run
+                .load_checkpoint(&config, &model)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("checkpoint.safetensors") && err.contains("--force"),
+                "{how}: {err}"
+            );
+            if how == "flip" {
+                assert!(err.contains("damaged"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_sound_checkpoint_passes_its_checksum() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (run, _, _) = saved_run(tmp.path());
+        let file = TensorFile::read(&run.checkpoint_path()).unwrap();
+        assert!(file.metadata.contains_key("ibvae_checksum"));
+        assert!(TensorFile::read(&run.previous_checkpoint_path()).is_ok());
+    }
 }

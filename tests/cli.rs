@@ -203,7 +203,10 @@ fn interrupt_and_resume(data: &str, run: &Path, signal: &str) {
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     if signal != "-KILL" {
-        assert!(out.status.success(), "{signal} should exit cleanly: {out:?}");
+        assert!(
+            out.status.success(),
+            "{signal} should exit cleanly: {out:?}"
+        );
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("checkpoint saved")
                 || String::from_utf8_lossy(&out.stdout).contains("--resume")
