@@ -40,6 +40,7 @@ pub mod reference;
 pub mod run;
 pub mod sample;
 pub mod signals;
+pub mod slurm;
 pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testing;

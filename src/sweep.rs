@@ -20,6 +20,7 @@ use crate::config::{ExperimentConfig, Overrides};
 use crate::error::{Error, IoContext, Result};
 use crate::evaluate::EvalReport;
 use crate::run::{RunDir, TrainState};
+use crate::slurm::{SlurmOptions, Task, TaskRuntime};
 
 /// One configuration of the sweep.
 #[derive(Debug, Clone)]
@@ -88,6 +89,10 @@ pub struct SweepPlan {
     pub threads: Option<usize>,
     pub device: DeviceChoice,
     pub precision: Precision,
+    /// Submit the runs to SLURM as an array job instead of running them here.
+    pub slurm: Option<SlurmOptions>,
+    /// Only show where each run stands (and refresh `results.csv`).
+    pub status: bool,
 }
 
 /// The `ibvae` command line of a child process of the sweep on `run`.
@@ -217,6 +222,9 @@ pub fn run(plan: SweepPlan) -> Result<()> {
     if args.jobs == 0 {
         return Err(Error::Config("--jobs must be at least 1".into()));
     }
+    if args.status {
+        return show_status(&args.out, &recorded_members(&args.out)?);
+    }
     let members = args.members.clone();
     if members.is_empty() {
         return Err(Error::Config(
@@ -240,7 +248,16 @@ pub fn run(plan: SweepPlan) -> Result<()> {
         configs.push((m.name.clone(), config));
     }
     std::fs::create_dir_all(&args.out).at(&args.out)?;
+    record_members(&args.out, &members)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(options) = &args.slurm {
+        let runtime = TaskRuntime {
+            threads: args.threads.or(options.cpus_per_task).unwrap_or(1),
+            device: args.device,
+            precision: args.precision,
+        };
+        return submit_to_slurm(args, &configs, runtime, options);
+    }
     let threads = args.threads.unwrap_or((cores / args.jobs).max(1));
     // The children get the same Ctrl-C (or SIGTERM to the process group), checkpoint and
     // exit; the sweep starts no more of them and waits.
@@ -331,6 +348,125 @@ pub fn run(plan: SweepPlan) -> Result<()> {
             failures.join(", ")
         )));
     }
+    Ok(())
+}
+
+/// Writes every member's `config.json` and submits the members that are neither done nor
+/// queued at SLURM as one array job.
+fn submit_to_slurm(
+    plan: &SweepPlan,
+    configs: &[(String, ExperimentConfig)],
+    runtime: TaskRuntime,
+    options: &SlurmOptions,
+) -> Result<()> {
+    let queued: Vec<usize> = crate::slurm::task_states(&plan.out)
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let mut all_runs = Vec::with_capacity(configs.len());
+    let mut tasks = Vec::new();
+    for (index, (name, config)) in configs.iter().enumerate() {
+        let run = RunDir::new(plan.out.join(name));
+        write_member_config(&run, config)?;
+        let path = std::fs::canonicalize(&run.path).at(&run.path)?;
+        all_runs.push(path.clone());
+        if finished(&run).is_some() {
+            println!("{name:<12} finished earlier, skipped");
+        } else if queued.contains(&index) {
+            println!("{name:<12} already queued at SLURM, skipped");
+        } else {
+            tasks.push(Task { index, run: path });
+        }
+    }
+    if tasks.is_empty() {
+        println!("nothing to submit; see `ibvae sweep ... --status`");
+        return Ok(());
+    }
+    let out = std::fs::canonicalize(&plan.out).at(&plan.out)?;
+    let script = crate::slurm::script(&out, &tasks, &all_runs, runtime, options)?;
+    let (path, job) = crate::slurm::submit(&out, &script, options.dry_run)?;
+    match job {
+        Some(id) => println!(
+            "submitted job {id}: {} array task(s), script {}\nfollow it with `squeue -j {id}` \
+             or the same sweep command with --status",
+            tasks.len(),
+            path.display()
+        ),
+        None => println!(
+            "wrote {} ({} array task(s)); submit it with `sbatch {}`",
+            path.display(),
+            tasks.len(),
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+/// The file in a sweep's directory that lists its members' bottlenecks in order.
+const MEMBERS_FILE: &str = "members.txt";
+
+/// Records the sweep's members (in order), so that `--status` needs only `--out`.
+fn record_members(out: &Path, members: &[Member]) -> Result<()> {
+    let text: String = members.iter().map(|m| format!("{}\n", m.spec)).collect();
+    crate::fsutil::write_atomic_str(&out.join(MEMBERS_FILE), &text)
+}
+
+/// The members recorded by [`record_members`].
+fn recorded_members(out: &Path) -> Result<Vec<Member>> {
+    let path = out.join(MEMBERS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        Error::Config(format!(
+            "{} is not a sweep directory (no {MEMBERS_FILE}): start the sweep first",
+            out.display()
+        ))
+    })?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let spec: BottleneckSpec = l.parse()?;
+            Ok(Member {
+                name: spec.run_name(),
+                spec,
+            })
+        })
+        .collect()
+}
+
+/// One line per member: done, queued or running at SLURM, stopped or not started, its
+/// step and its last test figure; then `results.csv` refreshed.
+fn show_status(out: &Path, members: &[Member]) -> Result<()> {
+    let states = crate::slurm::task_states(out);
+    println!(
+        "{:<12} {:<12} {:>8}  last test -ELBO (bits/dim)",
+        "run", "state", "step"
+    );
+    for (index, m) in members.iter().enumerate() {
+        let run = RunDir::new(out.join(&m.name));
+        let saved = saved_state(&run);
+        let state = if finished(&run).is_some() {
+            "done".to_string()
+        } else if let Some((_, s)) = states.iter().find(|(i, _)| *i == index) {
+            s.to_lowercase()
+        } else if saved.is_some() {
+            "stopped".to_string()
+        } else {
+            "not started".to_string()
+        };
+        let step = saved.map_or("-".to_string(), |s| s.step.to_string());
+        let last_test = run
+            .read_metrics()
+            .ok()
+            .and_then(|m| m.last()?["test"]["nelbo_bpd"].as_f64())
+            .map_or("-".to_string(), |v| format!("{v:.4}"));
+        println!("{:<12} {state:<12} {step:>8}  {last_test}", m.name);
+    }
+    let rows = collect_rows(out, members);
+    write_csv(out, &rows)?;
+    println!(
+        "wrote {} ({} finished runs)",
+        out.join("results.csv").display(),
+        rows.len()
+    );
     Ok(())
 }
 

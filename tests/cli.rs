@@ -739,3 +739,174 @@ fn a_fashion_mnist_shaped_sweep_passes_every_setting_to_its_runs() {
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(member, alone);
 }
+
+/// Brings up the single-node SLURM of `../shared/slurm/start.sh`. Where it cannot start
+/// (not root, no script), the test is skipped with the reason, except under CI.
+fn start_slurm() -> bool {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/slurm/start.sh");
+    let ci = std::env::var_os("CI").is_some();
+    let reason = if !script.exists() {
+        format!("{} is missing", script.display())
+    } else {
+        match Command::new("bash").arg(&script).output() {
+            Ok(out) if out.status.success() => return true,
+            Ok(out) => format!(
+                "start.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => format!("start.sh could not run: {e}"),
+        }
+    };
+    assert!(!ci, "SLURM must start under CI: {reason}");
+    eprintln!("skipping: SLURM cannot start here ({reason})");
+    false
+}
+
+/// Polls `done` every half second for up to `secs` seconds.
+fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The `state` column of `ibvae sweep --out DIR --status` for every run.
+fn sweep_states(out: &Path) -> Vec<String> {
+    let text = String::from_utf8_lossy(
+        &run_ok(&["sweep", "--out", out.to_str().unwrap(), "--status"]).stdout,
+    )
+    .into_owned();
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("wrote"))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
+
+/// A tiny sweep submitted to a real SLURM finishes with its results; a run requeued by
+/// `scontrol requeue` while it trains continues from its checkpoint and ends exactly as a
+/// run that was never interrupted.
+#[test]
+fn sweeps_run_on_slurm_and_requeued_runs_continue_exactly() {
+    if !start_slurm() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let data_s = data.to_str().unwrap();
+    // 1. Three runs, one array job.
+    let out = tmp.path().join("sweep");
+    let out_s = out.to_str().unwrap();
+    let submitted = run_ok(&[
+        "sweep",
+        "--preset",
+        "tiny",
+        "--gd",
+        "0.3",
+        "--vb",
+        "0.1",
+        "--baselines",
+        "none",
+        "--steps",
+        "3",
+        "--data",
+        data_s,
+        "--out",
+        out_s,
+        "--threads",
+        "1",
+        "--slurm",
+    ]);
+    assert!(String::from_utf8_lossy(&submitted.stdout).contains("submitted job"));
+    assert!(out.join("slurm/sweep.sbatch").exists() && out.join("slurm/job_ids").exists());
+    wait_until(240, "the SLURM sweep", || {
+        sweep_states(&out).iter().all(|s| s == "done")
+    });
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    // Submitted again: nothing is left to run.
+    let again = run_ok(&[
+        "sweep",
+        "--preset",
+        "tiny",
+        "--gd",
+        "0.3",
+        "--vb",
+        "0.1",
+        "--baselines",
+        "none",
+        "--steps",
+        "3",
+        "--data",
+        data_s,
+        "--out",
+        out_s,
+        "--threads",
+        "1",
+        "--slurm",
+    ]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to submit"));
+
+    // 2. One longer run, requeued while it trains.
+    let out = tmp.path().join("requeued");
+    let out_s = out.to_str().unwrap();
+    let submitted = run_ok(&[
+        "sweep",
+        "--preset",
+        "tiny",
+        "--gd",
+        "0.2",
+        "--vb",
+        "",
+        "--baselines",
+        "",
+        "--steps",
+        "200",
+        "--checkpoint-minutes",
+        "0",
+        "--data",
+        data_s,
+        "--out",
+        out_s,
+        "--threads",
+        "1",
+        "--slurm",
+    ]);
+    let text = String::from_utf8_lossy(&submitted.stdout).into_owned();
+    let job = text
+        .split("submitted job ")
+        .nth(1)
+        .and_then(|t| t.split(':').next())
+        .expect("the job id is printed")
+        .to_string();
+    let run = out.join("gd-0.2");
+    wait_until(120, "a first checkpoint", || {
+        run.join("checkpoint.safetensors").exists()
+    });
+    let requeue = Command::new("scontrol")
+        .args(["requeue", &format!("{job}_0")])
+        .output()
+        .unwrap();
+    assert!(requeue.status.success(), "{requeue:?}");
+    wait_until(300, "the requeued run", || sweep_states(&out) == ["done"]);
+    let log = std::fs::read_to_string(out.join("slurm/task-0.out")).unwrap();
+    assert!(log.contains("restart 1"), "the task ran again: {log}");
+    assert!(log.contains("stopped by SIGTERM"), "{log}");
+    // The same config trained here without interruption ends the same.
+    let whole = tmp.path().join("whole");
+    std::fs::create_dir_all(&whole).unwrap();
+    std::fs::copy(run.join("config.json"), whole.join("config.json")).unwrap();
+    run_ok(&[
+        "train",
+        "--run",
+        whole.to_str().unwrap(),
+        "--resume",
+        "--threads",
+        "1",
+    ]);
+    assert_same_run(&whole, &run);
+}

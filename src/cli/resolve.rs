@@ -5,6 +5,7 @@ use crate::backend::{DeviceChoice, Runtime};
 use crate::commands::{bench, evaluate, plot, reference, sample, tools, train};
 use crate::config::Overrides;
 use crate::error::Result;
+use crate::slurm::SlurmOptions;
 use crate::train::StartMode;
 
 impl RuntimeArgs {
@@ -82,6 +83,16 @@ pub fn run(cli: Cli) -> Result<()> {
             threads: a.compute.runtime.threads,
             device: a.compute.runtime.device,
             precision: a.compute.precision,
+            slurm: a.slurm.slurm.then(|| SlurmOptions {
+                partition: a.slurm.partition.clone(),
+                time: a.slurm.time.clone(),
+                cpus_per_task: a.slurm.cpus_per_task,
+                gpus_per_task: a.slurm.gpus_per_task,
+                extra: a.slurm.sbatch_extra.clone(),
+                warn_minutes: a.slurm.warn_minutes,
+                dry_run: a.slurm.dry_run,
+            }),
+            status: a.status,
         }),
         Command::Eval(a) => evaluate::run(evaluate::EvalRequest {
             run: a.run,

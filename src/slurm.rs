@@ -1,0 +1,235 @@
+//! Sweeps on a SLURM cluster: one array task per sweep member, each continuing its run
+//! from `config.json` and its checkpoint (`ibvae train --run DIR --resume`), then
+//! evaluating it. The task index is the member's position in the sweep, so a member keeps
+//! its index across submissions.
+//!
+//! Time limits and preemption: the script asks SLURM for SIGUSR1 `warn_minutes` before
+//! the time limit and passes it on to `ibvae train` (SIGTERM reaches it from SLURM
+//! directly), which finishes its step, saves a checkpoint and exits. After SIGUSR1 the task requeues itself
+//! (`scontrol requeue`); after SIGTERM (`scontrol requeue`, preemption, `scancel`) SLURM
+//! decides. A requeued task continues from the checkpoint, exactly as `--resume` does.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::backend::{DeviceChoice, Precision};
+use crate::error::{Error, IoContext, Result};
+
+/// What a cluster needs to know about each task.
+#[derive(Debug, Clone, Default)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    /// Time limit per task, in SLURM's format (`HH:MM:SS`, `D-HH`, minutes...).
+    pub time: Option<String>,
+    pub cpus_per_task: Option<usize>,
+    pub gpus_per_task: Option<usize>,
+    /// A file of extra `#SBATCH` lines (account, QOS, constraints, ...).
+    pub extra: Option<PathBuf>,
+    /// Minutes before the time limit at which the run checkpoints and requeues.
+    pub warn_minutes: u32,
+    /// Write the script without submitting it.
+    pub dry_run: bool,
+}
+
+/// One array task: a member's index in the sweep and its run directory.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub index: usize,
+    pub run: PathBuf,
+}
+
+/// How each task computes.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskRuntime {
+    pub threads: usize,
+    pub device: DeviceChoice,
+    pub precision: Precision,
+}
+
+/// The folder of a sweep's SLURM files: the script, the tasks' output, the job ids.
+pub fn dir(sweep: &Path) -> PathBuf {
+    sweep.join("slurm")
+}
+
+fn job_ids_path(sweep: &Path) -> PathBuf {
+    dir(sweep).join("job_ids")
+}
+
+/// The sbatch array script for `tasks` of the sweep in `sweep`.
+pub fn script(
+    sweep: &Path,
+    tasks: &[Task],
+    all_runs: &[PathBuf],
+    runtime: TaskRuntime,
+    options: &SlurmOptions,
+) -> Result<String> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("the ibvae executable", e))?;
+    let indices: Vec<String> = tasks.iter().map(|t| t.index.to_string()).collect();
+    let name = sweep
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sweep".into());
+    let mut head = vec![
+        format!("#SBATCH --job-name=ibvae-{name}"),
+        format!("#SBATCH --array={}", indices.join(",")),
+        format!("#SBATCH --output={}/task-%a.out", dir(sweep).display()),
+        "#SBATCH --open-mode=append".into(),
+        "#SBATCH --requeue".into(),
+        format!("#SBATCH --signal=B:USR1@{}", 60 * options.warn_minutes),
+        format!(
+            "#SBATCH --cpus-per-task={}",
+            options.cpus_per_task.unwrap_or(runtime.threads)
+        ),
+    ];
+    if let Some(p) = &options.partition {
+        head.push(format!("#SBATCH --partition={p}"));
+    }
+    if let Some(t) = &options.time {
+        head.push(format!("#SBATCH --time={t}"));
+    }
+    if let Some(g) = options.gpus_per_task {
+        head.push(format!("#SBATCH --gpus-per-task={g}"));
+    }
+    if let Some(extra) = &options.extra {
+        let text = std::fs::read_to_string(extra).at(extra)?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !line.starts_with("#SBATCH") {
+                return Err(Error::Config(format!(
+                    "{}: every line must be an #SBATCH directive, not `{line}`",
+                    extra.display()
+                )));
+            }
+            head.push(line.to_string());
+        }
+    }
+    let runs: Vec<String> = all_runs
+        .iter()
+        .map(|r| format!("  {}", shell_quote(&r.display().to_string())))
+        .collect();
+    let TaskRuntime {
+        threads,
+        device,
+        precision,
+    } = runtime;
+    Ok(format!(
+        r#"#!/usr/bin/env bash
+# Written by `ibvae sweep --slurm`: one array task per sweep member (the task index is the
+# member's position in the sweep). Each task continues its run from config.json and its
+# checkpoint, then evaluates it. SIGUSR1 (before the time limit) and SIGTERM (requeue,
+# preemption, scancel) reach ibvae, which checkpoints and exits; after SIGUSR1 the task
+# requeues itself.
+{head}
+
+runs=(
+{runs}
+)
+run=${{runs[$SLURM_ARRAY_TASK_ID]}}
+ibvae={exe}
+signal=
+child=
+# SIGUSR1 reaches only this shell: pass it on. SIGTERM reaches every process of the job
+# (a second one would make ibvae quit without its checkpoint): only note it.
+trap 'signal=USR1; [ -n "$child" ] && kill -s USR1 "$child" 2>/dev/null' USR1
+trap 'signal=TERM' TERM
+
+echo "task $SLURM_ARRAY_TASK_ID (restart ${{SLURM_RESTART_COUNT:-0}}): $run"
+"$ibvae" train --run "$run" --resume --threads {threads} --device {device} --precision {precision} >> "$run/train.log" 2>&1 &
+child=$!
+# A trapped signal interrupts `wait`: wait again until ibvae has saved and exited.
+status=0
+while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done
+child=
+if [ -n "$signal" ]; then
+  echo "stopped by SIG$signal with a checkpoint"
+  if [ "$signal" = USR1 ]; then
+    scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+  fi
+  exit 0
+fi
+[ "$status" -eq 0 ] || {{ echo "training failed ($status): see $run/train.log"; exit "$status"; }}
+"$ibvae" eval --run "$run" --threads {threads} --device {device} --json >> "$run/train.log" 2>&1
+"#,
+        head = head.join("\n"),
+        runs = runs.join("\n"),
+        exe = shell_quote(&exe.display().to_string()),
+    ))
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Writes the script to the sweep's `slurm/` folder and, unless `dry_run`, submits it;
+/// returns the script's path and the job id.
+pub fn submit(sweep: &Path, script: &str, dry_run: bool) -> Result<(PathBuf, Option<String>)> {
+    let folder = dir(sweep);
+    std::fs::create_dir_all(&folder).at(&folder)?;
+    let path = folder.join("sweep.sbatch");
+    crate::fsutil::write_atomic_str(&path, script)?;
+    if dry_run {
+        return Ok((path, None));
+    }
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(&path)
+        .output()
+        .map_err(|e| {
+            Error::Config(format!(
+                "could not run sbatch ({e}): is this a SLURM login node? The script is in {}",
+                path.display()
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Error::Config(format!(
+            "sbatch refused {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `--parsable` prints `id` or `id;cluster`.
+    let id = text
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let ids = job_ids_path(sweep);
+    let mut all = std::fs::read_to_string(&ids).unwrap_or_default();
+    all.push_str(&id);
+    all.push('\n');
+    crate::fsutil::write_atomic_str(&ids, &all)?;
+    Ok((path, Some(id)))
+}
+
+/// The SLURM state of each task of the sweep's jobs that SLURM still lists (`PENDING`,
+/// `RUNNING`, ...), by task index. Empty where SLURM cannot be asked.
+pub fn task_states(sweep: &Path) -> Vec<(usize, String)> {
+    let Ok(ids) = std::fs::read_to_string(job_ids_path(sweep)) else {
+        return Vec::new();
+    };
+    let ids: Vec<&str> = ids.lines().filter(|l| !l.trim().is_empty()).collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let Ok(out) = Command::new("squeue")
+        .args([
+            "--noheader",
+            "--array",
+            "--format=%i %T",
+            "--jobs",
+            &ids.join(","),
+        ])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (job, state) = line.trim().split_once(' ')?;
+            let (_, task) = job.split_once('_')?;
+            Some((task.parse().ok()?, state.trim().to_string()))
+        })
+        .collect()
+}
