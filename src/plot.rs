@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::bottleneck::PlotStyle;
+use crate::bottleneck::{BottleneckSpec, PlotStyle};
 use crate::error::{Error, Result};
 use crate::sweep::ResultRow;
 
@@ -25,6 +25,84 @@ fn register_font() -> Result<()> {
 
 fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
     Error::Config(format!("drawing the figure failed: {e:?}"))
+}
+
+/// A mean over the seeds of one configuration and its spread: the standard deviation
+/// for three seeds or more, the range for two, nothing for one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Spread {
+    mean: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Self {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        match values.len() {
+            1 => Self {
+                mean,
+                lo: mean,
+                hi: mean,
+            },
+            2 => Self {
+                mean,
+                lo: values[0].min(values[1]),
+                hi: values[0].max(values[1]),
+            },
+            _ => {
+                let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+                Self {
+                    mean,
+                    lo: mean - var.sqrt(),
+                    hi: mean + var.sqrt(),
+                }
+            }
+        }
+    }
+}
+
+/// The runs of one bottleneck, one per seed, as one point of the figure.
+#[derive(Debug, Clone)]
+struct Point {
+    spec: BottleneckSpec,
+    kl: Spread,
+    nelbo: Spread,
+    seeds: usize,
+}
+
+impl Point {
+    fn label(&self) -> String {
+        match self.seeds {
+            1 => self.spec.strength_label(),
+            n => format!("{} ({n} seeds)", self.spec.strength_label()),
+        }
+    }
+}
+
+/// One point per bottleneck, in the order the rows first show it.
+fn points(rows: &[ResultRow]) -> Vec<Point> {
+    let mut specs: Vec<BottleneckSpec> = Vec::new();
+    for r in rows {
+        if !specs.contains(&r.spec) {
+            specs.push(r.spec);
+        }
+    }
+    specs
+        .into_iter()
+        .map(|spec| {
+            let of: Vec<&ResultRow> = rows.iter().filter(|r| r.spec == spec).collect();
+            let kl: Vec<f64> = of.iter().map(|r| r.kl_bpd).collect();
+            let nelbo: Vec<f64> = of.iter().map(|r| r.nelbo_bpd).collect();
+            Point {
+                spec,
+                kl: Spread::of(&kl),
+                nelbo: Spread::of(&nelbo),
+                seeds: of.len(),
+            }
+        })
+        .collect()
 }
 
 /// Draws the trade-off figure on `root`.
@@ -43,11 +121,12 @@ where
         f64::INFINITY,
         f64::NEG_INFINITY,
     );
-    for r in rows {
-        x0 = x0.min(r.kl_bpd);
-        x1 = x1.max(r.kl_bpd);
-        y0 = y0.min(r.nelbo_bpd);
-        y1 = y1.max(r.nelbo_bpd);
+    let points = points(rows);
+    for p in &points {
+        x0 = x0.min(p.kl.lo);
+        x1 = x1.max(p.kl.hi);
+        y0 = y0.min(p.nelbo.lo);
+        y1 = y1.max(p.nelbo.hi);
     }
     // Margins so that points and labels sit inside the axes.
     // Room for the labels, which sit to the right of their points.
@@ -72,21 +151,21 @@ where
         .y_label_formatter(&|v| format!("{v:.yd$}"))
         .draw()
         .map_err(plot_err)?;
-    // One group per style, in the order the rows first show it: curves ordered by
-    // strength, points for the baselines.
-    let mut groups: Vec<(PlotStyle, Vec<&ResultRow>)> = Vec::new();
-    for r in rows {
-        let style = r.spec.plot_style();
+    // One group per style, in the order the points first show it: curves ordered by
+    // strength, points for the baselines; error bars where a point has several seeds.
+    let mut groups: Vec<(PlotStyle, Vec<&Point>)> = Vec::new();
+    for p in &points {
+        let style = p.spec.plot_style();
         match groups.iter_mut().find(|(s, _)| *s == style) {
-            Some((_, members)) => members.push(r),
-            None => groups.push((style, vec![r])),
+            Some((_, members)) => members.push(p),
+            None => groups.push((style, vec![p])),
         }
     }
     for (style, mut pts) in groups {
         let (r, g, b) = style.color;
         let color = RGBColor(r, g, b);
         pts.sort_by(|a, b| a.spec.value().total_cmp(&b.spec.value()));
-        let line: Vec<(f64, f64)> = pts.iter().map(|r| (r.kl_bpd, r.nelbo_bpd)).collect();
+        let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.kl.mean, p.nelbo.mean)).collect();
         if style.curve {
             chart
                 .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
@@ -108,12 +187,26 @@ where
                 .label(style.legend)
                 .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, color.filled()));
         }
+        let spread: Vec<&&Point> = pts.iter().filter(|p| p.seeds > 1).collect();
+        let bar = color.stroke_width(1);
         chart
-            .draw_series(pts.iter().map(|r| {
+            .draw_series(spread.iter().map(|p| {
+                let (x, y) = (p.kl.mean, p.nelbo.mean);
+                ErrorBar::new_vertical(x, p.nelbo.lo, y, p.nelbo.hi, bar, 6)
+            }))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(spread.iter().map(|p| {
+                let (x, y) = (p.kl.mean, p.nelbo.mean);
+                ErrorBar::new_horizontal(y, p.kl.lo, x, p.kl.hi, bar, 6)
+            }))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(pts.iter().map(|p| {
                 // The label sits a few pixels right of and above its point.
-                EmptyElement::at((r.kl_bpd, r.nelbo_bpd))
+                EmptyElement::at((p.kl.mean, p.nelbo.mean))
                     + Text::new(
-                        r.spec.strength_label(),
+                        p.label(),
                         (8, -16),
                         ("sans-serif", 13).into_font().color(&color),
                     )
@@ -212,10 +305,60 @@ mod tests {
         let spec = crate::bottleneck::BottleneckSpec::from_kind_value(kind, strength).unwrap();
         ResultRow {
             spec,
+            seed: 0,
             nelbo_bpd: nelbo,
             kl_bpd: kl,
             run: format!("{kind}-{strength}"),
         }
+    }
+
+    #[test]
+    fn seeds_become_a_mean_with_its_spread() {
+        // Two seeds: the range; three: one standard deviation (n - 1) each side; by hand.
+        assert_eq!(
+            Spread::of(&[2.0, 1.0]),
+            Spread {
+                mean: 1.5,
+                lo: 1.0,
+                hi: 2.0
+            }
+        );
+        assert_eq!(
+            Spread::of(&[1.0, 2.0, 3.0]),
+            Spread {
+                mean: 2.0,
+                lo: 1.0,
+                hi: 3.0
+            }
+        );
+        assert_eq!(
+            Spread::of(&[4.0]),
+            Spread {
+                mean: 4.0,
+                lo: 4.0,
+                hi: 4.0
+            }
+        );
+        let rows: Vec<ResultRow> = [5.0, 5.2, 5.4]
+            .iter()
+            .enumerate()
+            .map(|(i, &nelbo)| ResultRow {
+                seed: i as u64,
+                ..row("gd", 0.15, nelbo, 0.01 * (i + 1) as f64)
+            })
+            .chain([row("vb", 0.1, 5.3, 0.02)])
+            .collect();
+        let pts = points(&rows);
+        assert_eq!(pts.len(), 2);
+        assert_eq!(pts[0].seeds, 3);
+        assert!((pts[0].nelbo.mean - 5.2).abs() < 1e-12 && (pts[0].nelbo.hi - 5.4).abs() < 1e-12);
+        let tmp = tempfile::tempdir().unwrap();
+        tradeoff(&rows, tmp.path(), "seeds").unwrap();
+        let svg = std::fs::read_to_string(tmp.path().join("tradeoff.svg")).unwrap();
+        assert!(
+            svg.contains("p=0.15 (3 seeds)"),
+            "the label says how many seeds"
+        );
     }
 
     #[test]

@@ -26,12 +26,31 @@ use crate::slurm::{SlurmOptions, Task, TaskRuntime};
 #[derive(Debug, Clone)]
 pub struct Member {
     pub spec: BottleneckSpec,
-    /// Directory name under the sweep's output, e.g. `gd-0.15`.
+    /// The member's own seed, when the sweep repeats each configuration over seeds.
+    pub seed: Option<u64>,
+    /// Directory name under the sweep's output, e.g. `gd-0.15`, or `gd-0.15-s1` with
+    /// seeds.
     pub name: String,
 }
 
-/// The members of a sweep in order: GD rates, VB weights, then the baselines.
-pub fn members(gd: &[String], vb: &[String], baselines: &[String]) -> Result<Vec<Member>> {
+impl Member {
+    fn new(spec: BottleneckSpec, seed: Option<u64>) -> Self {
+        let name = match seed {
+            Some(s) => format!("{}-s{s}", spec.run_name()),
+            None => spec.run_name(),
+        };
+        Self { spec, seed, name }
+    }
+}
+
+/// The members of a sweep in order: GD rates, VB weights, then the baselines; with
+/// `seeds`, each of them once per seed.
+pub fn members(
+    gd: &[String],
+    vb: &[String],
+    baselines: &[String],
+    seeds: &[u64],
+) -> Result<Vec<Member>> {
     let mut out = Vec::new();
     for rate in gd.iter().filter(|v| !v.trim().is_empty()) {
         out.push(format!("gd:{}", rate.trim()).parse::<BottleneckSpec>()?);
@@ -48,11 +67,23 @@ pub fn members(gd: &[String], vb: &[String], baselines: &[String]) -> Result<Vec
         }
         out.push(spec);
     }
+    let mut unique = seeds.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != seeds.len() {
+        return Err(Error::Config(format!("--seeds repeats a seed: {seeds:?}")));
+    }
     Ok(out
         .into_iter()
-        .map(|spec| Member {
-            name: spec.run_name(),
-            spec,
+        .flat_map(|spec| {
+            let per_seed: Vec<Option<u64>> = if seeds.is_empty() {
+                vec![None]
+            } else {
+                seeds.iter().map(|&s| Some(s)).collect()
+            };
+            per_seed
+                .into_iter()
+                .map(move |seed| Member::new(spec, seed))
         })
         .collect())
 }
@@ -156,19 +187,21 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
 #[derive(Debug, Clone)]
 pub struct Row {
     pub member: Member,
+    /// The run's seed.
+    pub seed: u64,
     pub report: EvalReport,
     pub state: TrainState,
     pub epochs: f64,
 }
 
 pub const CSV_HEADER: &str = "bottleneck,strength,run,test_nelbo_bpd,kl_bpd,recon_bpd,\
-vb_rate_bpd,aux_nll_bpd,gd_bound_bits_per_pixel,epochs,steps,wall_s";
+vb_rate_bpd,aux_nll_bpd,gd_bound_bits_per_pixel,epochs,steps,wall_s,seed";
 
 impl Row {
     pub fn csv(&self) -> String {
         let r = &self.report;
         format!(
-            "{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{},{:.3},{},{:.1}",
+            "{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{},{:.3},{},{:.1},{}",
             self.member.spec.kind(),
             self.member.spec.value(),
             self.member.name,
@@ -182,7 +215,8 @@ impl Row {
                 .map_or(String::new(), |b| format!("{:.6}", b.total_bits_per_pixel)),
             self.epochs,
             self.state.step,
-            self.state.elapsed_s
+            self.state.elapsed_s,
+            self.seed
         )
     }
 }
@@ -197,6 +231,7 @@ fn collect_rows(out: &Path, members: &[Member]) -> Vec<Row> {
             let report = finished(&run)?;
             let state = saved_state(&run)?;
             Some(Row {
+                seed: run.read_config().ok()?.train.seed,
                 member: m.clone(),
                 epochs: RunDir::epochs_done(&state).unwrap_or(f64::NAN),
                 report,
@@ -243,8 +278,12 @@ pub fn run(plan: SweepPlan) -> Result<()> {
     // Every member's config, before any run starts: a bad setting stops the sweep here.
     let mut configs = Vec::with_capacity(members.len());
     for m in &members {
+        let overrides = Overrides {
+            seed: m.seed.or(args.overrides.seed),
+            ..args.overrides.clone()
+        };
         let config =
-            ExperimentConfig::resolve(&args.preset, m.spec, data.clone(), shape, &args.overrides)?;
+            ExperimentConfig::resolve(&args.preset, m.spec, data.clone(), shape, &overrides)?;
         configs.push((m.name.clone(), config));
     }
     std::fs::create_dir_all(&args.out).at(&args.out)?;
@@ -405,9 +444,16 @@ fn submit_to_slurm(
 /// The file in a sweep's directory that lists its members' bottlenecks in order.
 const MEMBERS_FILE: &str = "members.txt";
 
-/// Records the sweep's members (in order), so that `--status` needs only `--out`.
+/// Records the sweep's members (in order, with their seeds), so that `--status` needs
+/// only `--out`.
 fn record_members(out: &Path, members: &[Member]) -> Result<()> {
-    let text: String = members.iter().map(|m| format!("{}\n", m.spec)).collect();
+    let text: String = members
+        .iter()
+        .map(|m| match m.seed {
+            Some(s) => format!("{} {s}\n", m.spec),
+            None => format!("{}\n", m.spec),
+        })
+        .collect();
     crate::fsutil::write_atomic_str(&out.join(MEMBERS_FILE), &text)
 }
 
@@ -423,11 +469,10 @@ fn recorded_members(out: &Path) -> Result<Vec<Member>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let spec: BottleneckSpec = l.parse()?;
-            Ok(Member {
-                name: spec.run_name(),
-                spec,
-            })
+            let mut fields = l.split_whitespace();
+            let spec: BottleneckSpec = fields.next().unwrap_or_default().parse()?;
+            let seed = fields.next().and_then(|s| s.parse().ok());
+            Ok(Member::new(spec, seed))
         })
         .collect()
 }
@@ -509,8 +554,13 @@ pub fn read_results(path: &Path) -> Result<Vec<ResultRow>> {
         let kind = f.get(ck).copied().unwrap_or_default();
         let spec = BottleneckSpec::from_kind_value(kind, num(cs)?)
             .map_err(|e| Error::Data(format!("{} line {}: {e}", path.display(), i + 2)))?;
+        let seed = col("seed")
+            .ok()
+            .and_then(|c| f.get(c)?.parse().ok())
+            .unwrap_or(0);
         rows.push(ResultRow {
             spec,
+            seed,
             nelbo_bpd: num(cn)?,
             kl_bpd: num(ckl)?,
             run: f.get(cr).copied().unwrap_or_default().to_string(),
@@ -523,6 +573,8 @@ pub fn read_results(path: &Path) -> Result<Vec<ResultRow>> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultRow {
     pub spec: BottleneckSpec,
+    /// The run's seed (0 in files that predate the column).
+    pub seed: u64,
     pub nelbo_bpd: f64,
     pub kl_bpd: f64,
     pub run: String,
@@ -540,11 +592,21 @@ mod tests {
     #[test]
     fn members_are_named_and_validated() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let m = members(&s(&["0.015", "0.15"]), &s(&["0.02"]), &s(&["none", "aux"])).unwrap();
+        let m = members(
+            &s(&["0.015", "0.15"]),
+            &s(&["0.02"]),
+            &s(&["none", "aux"]),
+            &[],
+        )
+        .unwrap();
         let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["gd-0.015", "gd-0.15", "vb-0.02", "none", "aux"]);
-        assert!(members(&s(&["1.5"]), &[], &[]).is_err());
-        let err = members(&[], &[], &["gd:0.1".into()])
+        assert!(members(&s(&["1.5"]), &[], &[], &[]).is_err());
+        let seeded = members(&s(&["0.1"]), &[], &s(&["none"]), &[0, 1]).unwrap();
+        let names: Vec<&str> = seeded.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["gd-0.1-s0", "gd-0.1-s1", "none-s0", "none-s1"]);
+        assert!(members(&s(&["0.1"]), &[], &[], &[1, 1]).is_err());
+        let err = members(&[], &[], &["gd:0.1".into()], &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("--baselines"), "{err}");

@@ -910,3 +910,60 @@ fn sweeps_run_on_slurm_and_requeued_runs_continue_exactly() {
     ]);
     assert_same_run(&whole, &run);
 }
+
+/// `--seeds`: one run per configuration and seed, the seed in results.csv, and the plot's
+/// point for the configuration says over how many seeds it is the mean.
+#[test]
+fn a_sweep_over_seeds_plots_means_with_error_bars() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let out = tmp.path().join("sweep");
+    run_ok(&[
+        "sweep",
+        "--preset",
+        "tiny",
+        "--gd",
+        "0.3",
+        "--vb",
+        "",
+        "--baselines",
+        "",
+        "--seeds",
+        "0,1",
+        "--steps",
+        "2",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+    ]);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[0].ends_with(",seed"), "{csv}");
+    assert!(
+        rows[1].contains(",gd-0.3-s0,") && rows[1].ends_with(",0"),
+        "{csv}"
+    );
+    assert!(
+        rows[2].contains(",gd-0.3-s1,") && rows[2].ends_with(",1"),
+        "{csv}"
+    );
+    // Two seeds, two different runs.
+    assert_ne!(rows[1].split(',').nth(3), rows[2].split(',').nth(3));
+    let figs = tmp.path().join("figs");
+    run_ok(&[
+        "plot",
+        "--sweep",
+        out.to_str().unwrap(),
+        "--out",
+        figs.to_str().unwrap(),
+        "--samples",
+        "0",
+    ]);
+    let svg = std::fs::read_to_string(figs.join("tradeoff.svg")).unwrap();
+    assert!(svg.contains("p=0.3 (2 seeds)"), "{svg}");
+}

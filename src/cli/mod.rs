@@ -165,6 +165,10 @@ pub struct SweepArgs {
     /// Baselines among none and aux (comma-separated; empty for none).
     #[arg(long, value_delimiter = ',', default_value = "none,aux")]
     pub baselines: Vec<String>,
+    /// Seeds: every configuration once per seed (runs named gd-0.15-s1, ...); the plot
+    /// shows the mean over seeds with error bars.
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    pub seeds: Vec<u64>,
     #[command(flatten)]
     pub settings: RunArgs,
     /// Output directory: one run directory per configuration and results.csv.

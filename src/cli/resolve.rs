@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
             stop_after: a.stop_after,
         }),
         Command::Sweep(a) => crate::sweep::run(crate::sweep::SweepPlan {
-            members: crate::sweep::members(&a.gd, &a.vb, &a.baselines)?,
+            members: crate::sweep::members(&a.gd, &a.vb, &a.baselines, &a.seeds)?,
             preset: a.preset,
             overrides: a.settings.overrides(),
             data: a.settings.data,
