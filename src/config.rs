@@ -117,6 +117,41 @@ impl ModelConfig {
         }
     }
 
+    /// These settings with those of a JSON file over them: an object with any of the
+    /// config's keys (`W` and `Wb` are read too); keys it does not know are an error.
+    pub fn with_file(self, path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bad = |what: String| {
+            Error::Config(format!(
+                "{}: {what}; the file holds a JSON object of model settings, for example \
+                 {{\"nr_filters\": 32, \"nr_mix\": 5}}",
+                path.display()
+            ))
+        };
+        let over: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not JSON ({e})")))?;
+        let over = over
+            .as_object()
+            .ok_or_else(|| bad("not a JSON object".into()))?;
+        let mut merged = serde_json::to_value(&self).expect("configs serialise");
+        let fields = merged.as_object_mut().expect("a config is an object");
+        for (key, value) in over {
+            let key = match key.as_str() {
+                "W" => "width",
+                "Wb" => "block_width",
+                k => k,
+            };
+            if !fields.contains_key(key) {
+                return Err(bad(format!("`{key}` is not a model setting")));
+            }
+            fields.insert(key.to_string(), value.clone());
+        }
+        let config: Self = serde_json::from_value(merged)
+            .map_err(|e| bad(format!("a value does not fit ({e})")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// A test-sized model (63,222 parameters with `gd`).
     pub fn tiny() -> Self {
         Self {
@@ -242,6 +277,9 @@ pub struct TrainConfig {
     pub lr_start: f64,
     /// ... annealed exponentially to this at the last step (paper: 4e-6).
     pub lr_end: f64,
+    /// Fraction of the run held at `lr_start` before the anneal begins (paper: 0).
+    #[serde(default)]
+    pub lr_hold: f64,
     /// Adam's betas and epsilon (paper: 0.9, 0.999, 1e-8).
     pub adam: crate::optim::AdamSettings,
     /// Seed of the data order, the initialisation and all noise.
@@ -261,6 +299,9 @@ pub struct TrainConfig {
     pub ema_decay: Option<f64>,
     /// The data directory the run was trained on.
     pub data: std::path::PathBuf,
+    /// The images shrunk to this height and width by box averaging (full size when unset).
+    #[serde(default)]
+    pub image_size: Option<usize>,
 }
 
 impl TrainConfig {
@@ -274,6 +315,7 @@ impl TrainConfig {
             eval_batch: 4 * batch,
             lr_start: 1e-4,
             lr_end: 4e-6,
+            lr_hold: 0.0,
             adam: crate::optim::AdamSettings::default(),
             seed: 0,
             eval_every: None,
@@ -282,6 +324,7 @@ impl TrainConfig {
             checkpoint_minutes: 10.0,
             ema_decay: None,
             data,
+            image_size: None,
         })
     }
 
@@ -308,6 +351,12 @@ impl TrainConfig {
             return Err(Error::Config(format!(
                 "learning rates must be positive, got {} and {}",
                 self.lr_start, self.lr_end
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.lr_hold) {
+            return Err(Error::Config(format!(
+                "--lr-hold is the fraction of the run held at --lr-start, in [0, 1], got {}",
+                self.lr_hold
             )));
         }
         if let Some(d) = self.ema_decay
@@ -343,9 +392,21 @@ impl ExperimentConfig {
         overrides: &Overrides,
     ) -> Result<Self> {
         let o = overrides;
-        let mut model = ModelConfig::preset(preset)?.with_bottleneck(bottleneck);
+        let mut model = ModelConfig::preset(preset)?;
+        if let Some(file) = &o.model_file {
+            model = model.with_file(file)?;
+        }
+        let mut model = model.with_bottleneck(bottleneck);
         if let Some(d) = o.downsamples {
             model.downsamples = d;
+        }
+        if let Some(p) = o.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::Config(format!(
+                    "--dropout is a probability in [0, 1), got {p}"
+                )));
+            }
+            model.dropout_p = p;
         }
         let model = model.with_images(channels, size);
         model.validate().map_err(|e| {
@@ -379,6 +440,10 @@ impl ExperimentConfig {
             train.checkpoint_minutes = v;
         }
         train.ema_decay = o.ema_decay;
+        if let Some(h) = o.lr_hold {
+            train.lr_hold = h;
+        }
+        train.image_size = o.image_size;
         train.validate()?;
         Ok(Self {
             preset: preset.to_string(),
@@ -404,6 +469,13 @@ pub struct Overrides {
     pub checkpoint_minutes: Option<f64>,
     pub ema_decay: Option<f64>,
     pub downsamples: Option<usize>,
+    pub lr_hold: Option<f64>,
+    /// The images shrunk to this size (box averaging).
+    pub image_size: Option<usize>,
+    /// The PixelCNN++'s binary dropout rate.
+    pub dropout: Option<f64>,
+    /// A JSON file of model settings (the preset's keys, each optional) over the preset.
+    pub model_file: Option<std::path::PathBuf>,
 }
 
 impl Overrides {

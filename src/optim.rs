@@ -117,13 +117,16 @@ impl Adam {
     }
 }
 
-/// The learning rate at step `step` of `total`: annealed exponentially from `start` to
-/// `end` over the run, `start * (end / start)^(step / (total - 1))` (paper: 1e-4 to 4e-6).
-pub fn exponential_lr(start: f64, end: f64, step: u64, total: u64) -> f64 {
-    if total <= 1 {
+/// The learning rate at step `step` of `total`: held at `start` for the first `hold`
+/// fraction of the steps, then annealed exponentially to `end` at the last step,
+/// `start * (end / start)^((step - h) / (total - 1 - h))` with `h = floor(hold * total)`
+/// (paper: no hold, 1e-4 to 4e-6).
+pub fn exponential_lr(start: f64, end: f64, hold: f64, step: u64, total: u64) -> f64 {
+    let held = ((hold.clamp(0.0, 1.0) * total as f64).floor() as u64).min(total.saturating_sub(1));
+    if step < held || total <= held + 1 {
         return start;
     }
-    let frac = (step.min(total - 1)) as f64 / (total - 1) as f64;
+    let frac = ((step - held).min(total - 1 - held)) as f64 / (total - 1 - held) as f64;
     start * (end / start).powf(frac)
 }
 
@@ -203,11 +206,25 @@ mod tests {
 
     #[test]
     fn schedule_runs_from_start_to_end_exponentially() {
-        assert_eq!(exponential_lr(1e-4, 4e-6, 0, 101), 1e-4);
-        assert!((exponential_lr(1e-4, 4e-6, 100, 101) - 4e-6).abs() < 1e-18);
+        assert_eq!(exponential_lr(1e-4, 4e-6, 0.0, 0, 101), 1e-4);
+        assert!((exponential_lr(1e-4, 4e-6, 0.0, 100, 101) - 4e-6).abs() < 1e-18);
         // Halfway: the geometric mean.
-        let mid = exponential_lr(1e-4, 4e-6, 50, 101);
+        let mid = exponential_lr(1e-4, 4e-6, 0.0, 50, 101);
         assert!((mid - (1e-4f64 * 4e-6).sqrt()).abs() < 1e-15);
+    }
+
+    /// With half the run held (100 steps: 50 held), by hand: steps 0..49 at the start,
+    /// then the anneal over steps 50..99, its midpoint (step 74.5) the geometric mean.
+    #[test]
+    fn a_held_phase_then_the_anneal() {
+        let lr = |step| exponential_lr(1e-3, 1e-4, 0.5, step, 100);
+        assert_eq!(lr(0), 1e-3);
+        assert_eq!(lr(49), 1e-3);
+        assert_eq!(lr(50), 1e-3);
+        assert!((lr(99) - 1e-4).abs() < 1e-18);
+        let want = 1e-3 * (0.1f64).powf(24.0 / 49.0);
+        assert!((lr(74) - want).abs() < 1e-15, "{} vs {want}", lr(74));
+        assert!(lr(51) < 1e-3 && lr(98) > 1e-4);
     }
 
     /// Two Adam steps on the tiny model; the mixing network's output bias is compared

@@ -271,7 +271,7 @@ pub fn run(plan: SweepPlan) -> Result<()> {
         .clone()
         .unwrap_or_else(crate::data::default_data_dir);
     // Fail early, in this process, on data that cannot be read.
-    let images = crate::data::load(&data)?;
+    let images = crate::data::load_sized(&data, args.overrides.image_size)?;
     let data = std::fs::canonicalize(&data).at(&data)?;
     let shape = (images.test.channels, images.test.height);
     drop(images);

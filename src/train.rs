@@ -239,7 +239,7 @@ pub fn train(
             )));
         }
         let grads = gradients(&model, &loss);
-        let lr = exponential_lr(tc.lr_start, tc.lr_end, step, total_steps);
+        let lr = exponential_lr(tc.lr_start, tc.lr_end, tc.lr_hold, step, total_steps);
         adam.step(&model, &grads, lr);
         drop(grads);
         if let Some(e) = &mut ema {

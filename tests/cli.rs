@@ -967,3 +967,83 @@ fn a_sweep_over_seeds_plots_means_with_error_bars() {
     let svg = std::fs::read_to_string(figs.join("tradeoff.svg")).unwrap();
     assert!(svg.contains("p=0.3 (2 seeds)"), "{svg}");
 }
+
+/// The settings of the 16x16 experiment: a model file over a preset, the images shrunk
+/// by box averaging, the PixelCNN++'s dropout off and a held learning rate, all recorded
+/// in config.json; a model file with a key that is not a setting is a clear error.
+#[test]
+fn a_model_file_shrunk_images_dropout_and_a_held_learning_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let model = tmp.path().join("model.json");
+    std::fs::write(
+        &model,
+        r#"{"n_blocks": 1, "W": 16, "Wb": 8, "dec_out": 8, "z_channels": 4, "downsamples": 2,
+            "nr_resnet": 1, "nr_filters": 8, "nr_mix": 5, "v_dim": 10, "mix_hidden": 18}"#,
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    run_ok(&[
+        "train",
+        "--preset",
+        "small",
+        "--model",
+        model.to_str().unwrap(),
+        "--image-size",
+        "16",
+        "--dropout",
+        "0",
+        "--lr-hold",
+        "0.5",
+        "--lr-start",
+        "1e-3",
+        "--lr-end",
+        "1e-4",
+        "--steps",
+        "4",
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["image_size"], 16);
+    assert_eq!(config["model"]["nr_mix"], 5);
+    assert_eq!(config["model"]["width"], 16);
+    assert_eq!(config["model"]["dropout_p"], 0.0);
+    assert_eq!(config["train"]["image_size"], 16);
+    assert_eq!(config["train"]["lr_hold"], 0.5);
+    // The learning rate was held for the first half: the log of step 4 shows the anneal's end.
+    let last = metrics(&run).pop().unwrap();
+    assert!(
+        (last["lr"].as_f64().unwrap() - 1e-4).abs() < 1e-12,
+        "{last}"
+    );
+    // Evaluating and sampling the run use its shrunk images.
+    let eval = run_ok(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--json",
+        "--threads",
+        "1",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(report["images"], 12);
+    std::fs::write(&model, r#"{"nr_filter": 8}"#).unwrap();
+    let err = run_err(&[
+        "train",
+        "--preset",
+        "small",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        tmp.path().join("bad").to_str().unwrap(),
+    ]);
+    assert!(err.contains("`nr_filter` is not a model setting"), "{err}");
+}

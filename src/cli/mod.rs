@@ -127,6 +127,21 @@ pub struct RunArgs {
     /// Stride-2 steps to the latent grid [default: the preset's 3; use 2 for 28x28 images].
     #[arg(long)]
     pub downsamples: Option<usize>,
+    /// Hold the learning rate at --lr-start for this fraction of the run, then anneal
+    /// [default: 0].
+    #[arg(long)]
+    pub lr_hold: Option<f64>,
+    /// Shrink the images to this height and width by averaging blocks of pixels (16 for
+    /// 16x16 CIFAR-10) [default: full size].
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// The PixelCNN++'s binary dropout rate [default: 0.5, PixelCNN++'s].
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// A JSON file of model settings over the preset's (its keys, each optional, e.g.
+    /// {"nr_filters": 32, "nr_mix": 5}).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,10 @@ impl RunArgs {
             checkpoint_minutes: self.checkpoint_minutes,
             ema_decay: self.ema_decay,
             downsamples: self.downsamples,
+            lr_hold: self.lr_hold,
+            image_size: self.image_size,
+            dropout: self.dropout,
+            model_file: self.model.clone(),
         }
     }
 }

@@ -27,7 +27,7 @@ pub(crate) fn load_run(
     let device = runtime.start()?;
     let (config, model) = crate::run::load_for_inference(run, device)?;
     let data_dir = data.cloned().unwrap_or_else(|| config.train.data.clone());
-    let dataset = crate::data::load(&data_dir)?;
+    let dataset = crate::data::load_sized(&data_dir, config.train.image_size)?;
     let mut checked = config.clone();
     checked.train.data = data_dir;
     crate::train::check_images_fit(&checked, &dataset)?;

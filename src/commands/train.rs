@@ -47,11 +47,11 @@ pub fn run(args: TrainRequest) -> Result<()> {
         && args.data.is_none();
     let (config, data) = if saved {
         let config = run.read_config()?;
-        let data = data::load(&config.train.data)?;
+        let data = data::load_sized(&config.train.data, config.train.image_size)?;
         (config, data)
     } else {
         let dir = args.data.clone().unwrap_or_else(data::default_data_dir);
-        let data = data::load(&dir)?;
+        let data = data::load_sized(&dir, args.overrides.image_size)?;
         let config = ExperimentConfig::resolve(
             &args.preset,
             args.bottleneck,

@@ -68,6 +68,54 @@ impl ImageSet {
     }
 }
 
+impl ImageSet {
+    /// The images shrunk to `size` x `size` by averaging each `k` x `k` block of bytes
+    /// (`k = height / size`) and rounding the mean to the nearest byte (halves to even).
+    /// `size` must divide the height and the width equally.
+    pub fn downsample(&self, size: usize) -> Result<ImageSet> {
+        if size == 0
+            || !self.height.is_multiple_of(size)
+            || !self.width.is_multiple_of(size)
+            || self.height != self.width
+        {
+            return Err(Error::Data(format!(
+                "--image-size {size} does not divide the {}x{} images: give a size that \
+                 divides {} (for CIFAR-10: 16 or 8)",
+                self.height, self.width, self.height
+            )));
+        }
+        let k = self.height / size;
+        if k == 1 {
+            return Ok(self.clone());
+        }
+        let (c, h, w) = (self.channels, self.height, self.width);
+        let mut pixels = Vec::with_capacity(self.len() * c * size * size);
+        let area = (k * k) as f64;
+        for image in self.pixels.chunks_exact(c * h * w) {
+            for plane in image.chunks_exact(h * w) {
+                for by in 0..size {
+                    for bx in 0..size {
+                        let mut sum = 0u32;
+                        for y in by * k..(by + 1) * k {
+                            for x in bx * k..(bx + 1) * k {
+                                sum += plane[y * w + x] as u32;
+                            }
+                        }
+                        pixels.push((sum as f64 / area).round_ties_even() as u8);
+                    }
+                }
+            }
+        }
+        Ok(ImageSet {
+            pixels,
+            labels: self.labels.clone(),
+            channels: c,
+            height: size,
+            width: size,
+        })
+    }
+}
+
 /// A training split and a test split of the same image shape.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -87,6 +135,20 @@ pub fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".cache"))
         .join("ibvae")
         .join("cifar10")
+}
+
+/// Loads the data set in `dir` ([`load`]), its images shrunk to `image_size` when given
+/// ([`ImageSet::downsample`]).
+pub fn load_sized(dir: &Path, image_size: Option<usize>) -> Result<Dataset> {
+    let data = load(dir)?;
+    match image_size {
+        None => Ok(data),
+        Some(size) => Ok(Dataset {
+            train: data.train.downsample(size)?,
+            test: data.test.downsample(size)?,
+            name: data.name,
+        }),
+    }
 }
 
 /// Loads the data set in `dir`, CIFAR-10 if `test_batch.bin` is there, else MNIST-style
@@ -113,4 +175,48 @@ pub fn load(dir: &Path) -> Result<Dataset> {
         dir.display(),
         dir.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two 4x4 one-channel images shrunk to 2x2: each output byte is the mean of its 2x2
+    /// block, rounded to the nearest byte with halves to even (by hand below).
+    #[test]
+    fn downsampling_averages_blocks_by_hand() {
+        #[rustfmt::skip]
+        let first = [
+            0, 1,   10, 10,
+            2, 3,   10, 11,
+            255, 255, 7, 8,
+            255, 254, 9, 9,
+        ];
+        let second: Vec<u8> = (0..16).map(|i| i as u8 * 4).collect();
+        let set = ImageSet {
+            pixels: first
+                .iter()
+                .copied()
+                .chain(second.iter().copied())
+                .collect(),
+            labels: vec![3, 4],
+            channels: 1,
+            height: 4,
+            width: 4,
+        };
+        let small = set.downsample(2).unwrap();
+        assert_eq!((small.height, small.width, small.len()), (2, 2, 2));
+        // (0+1+2+3)/4 = 1.5 -> 2; (10+10+10+11)/4 = 10.25 -> 10; (255+255+255+254)/4 =
+        // 254.75 -> 255; (7+8+9+9)/4 = 8.25 -> 8.
+        assert_eq!(small.image(0), [2, 10, 255, 8]);
+        // (0+4+16+20)/4 = 10; (8+12+24+28)/4 = 18; (32+36+48+52)/4 = 42; (40+44+56+60)/4 = 50.
+        assert_eq!(small.image(1), [10, 18, 42, 50]);
+        assert_eq!(small.labels, [3, 4]);
+        assert!(
+            set.downsample(3)
+                .unwrap_err()
+                .to_string()
+                .contains("does not divide")
+        );
+    }
 }
