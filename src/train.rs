@@ -137,9 +137,10 @@ pub fn train(
     let mut model = Hybrid::new(mc, device)?;
     model.set_precision(session.precision);
     let mut adam = Adam::new(tc.adam);
-    let mut ema = tc.ema_decay.map(|d| Ema::new(&model, d));
-    // The model the Polyak average is evaluated in, made at the first evaluation.
-    let mut averaged: Option<Hybrid> = None;
+    let mut average = Average {
+        ema: tc.ema_decay.map(|d| Ema::new(&model, d)),
+        model: None,
+    };
     let mut state = TrainState {
         steps_per_epoch,
         ..TrainState::fresh()
@@ -147,7 +148,7 @@ pub fn train(
     if run.has_checkpoint() {
         let (file, saved) = run.load_checkpoint(config, &model)?;
         adam.load_state(&file, saved.step, device);
-        if let Some(e) = &mut ema {
+        if let Some(e) = &mut average.ema {
             *e = Ema::new(&model, e.decay);
             e.load_state(&file, device);
         }
@@ -177,14 +178,7 @@ pub fn train(
     let mut order = Batches::sequential(0, 1);
     // ---- the untrained model's test figure, once, with a checkpoint so it is not redone
     if tc.eval_first && state.step == 0 && state.best_test_nelbo_bpd.is_none() {
-        let report = test_report(
-            &mut model,
-            ema.as_ref(),
-            &mut averaged,
-            data,
-            tc,
-            session.precision,
-        )?;
+        let report = test_report(&mut model, &mut average, data, (tc, session.precision))?;
         say(
             &bar,
             format!(
@@ -201,7 +195,7 @@ pub fn train(
             "test": &report,
         }))?;
         state.best_test_nelbo_bpd = Some(report.nelbo_bpd);
-        run.save_checkpoint(config, &model, Some(&adam), ema.as_ref(), &state)?;
+        run.save_checkpoint(config, &model, Some(&adam), average.ema.as_ref(), &state)?;
         last_eval = Some(report);
     }
     // ---- the loop
@@ -242,7 +236,7 @@ pub fn train(
         let lr = exponential_lr(tc.lr_start, tc.lr_end, tc.lr_hold, step, total_steps);
         adam.step(&model, &grads, lr);
         drop(grads);
-        if let Some(e) = &mut ema {
+        if let Some(e) = &mut average.ema {
             e.update(&model);
         }
         crate::backend::sync(device);
@@ -271,14 +265,7 @@ pub fn train(
         let epoch_end = state.step.is_multiple_of(steps_per_epoch) || state.step == total_steps;
         let eval_due = epoch_end || tc.eval_every.is_some_and(|k| state.step.is_multiple_of(k));
         if eval_due {
-            let report = test_report(
-                &mut model,
-                ema.as_ref(),
-                &mut averaged,
-                data,
-                tc,
-                session.precision,
-            )?;
+            let report = test_report(&mut model, &mut average, data, (tc, session.precision))?;
             if !report.nelbo_bpd.is_finite() {
                 bar.abandon();
                 return Err(Error::Training(format!(
@@ -329,7 +316,7 @@ pub fn train(
                     run.path.display()
                 )));
             }
-            run.save_checkpoint(config, &model, Some(&adam), ema.as_ref(), &state)?;
+            run.save_checkpoint(config, &model, Some(&adam), average.ema.as_ref(), &state)?;
             last_checkpoint = Instant::now();
         }
         if stop && !state.finished {
@@ -438,30 +425,35 @@ fn metrics_line(
     })
 }
 
+/// The Polyak average of the weights, when the run keeps one, and the model it is
+/// evaluated in (made at the first evaluation).
+struct Average {
+    ema: Option<Ema>,
+    model: Option<Hybrid>,
+}
+
 /// The test evaluation during training, in float32 whatever the training precision (so
-/// that `ibvae eval` reproduces it): on the Polyak average when there is one (copied into
-/// `averaged`, made on first use), on the first `eval_images` test images, with the run's
-/// seed for the `z` draws.
+/// that `ibvae eval` reproduces it): on the Polyak average when there is one, on the
+/// first `eval_images` test images, with the run's seed for the `z` draws.
 fn test_report(
     model: &mut Hybrid,
-    ema: Option<&Ema>,
-    averaged: &mut Option<Hybrid>,
+    average: &mut Average,
     data: &Dataset,
-    tc: &crate::config::TrainConfig,
-    training_precision: Precision,
+    session: (&crate::config::TrainConfig, Precision),
 ) -> Result<EvalReport> {
+    let (tc, training_precision) = session;
     let options = EvalOptions {
         limit: tc.eval_images,
         batch: tc.eval_batch,
         seed: tc.seed,
         iw_samples: 1,
     };
-    let report = match ema {
+    let report = match &average.ema {
         Some(e) => {
-            if averaged.is_none() {
-                *averaged = Some(Hybrid::new(&model.config, model.device())?);
+            if average.model.is_none() {
+                average.model = Some(Hybrid::new(&model.config, model.device())?);
             }
-            let m = averaged.as_ref().expect("made above");
+            let m = average.model.as_ref().expect("made above");
             e.copy_to(m);
             evaluate(m, &data.test, options)
         }
