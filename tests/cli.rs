@@ -253,7 +253,7 @@ fn eval_reproduces_the_last_logged_test_figure_and_the_run_refuses_overwrites() 
     let logged = metrics(&run).last().unwrap()["test"]["nelbo_bpd"]
         .as_f64()
         .unwrap();
-    let out = run_ok(&["eval", "--run", run_s, "--json"]);
+    let out = run_ok(&["eval", "--threads", "1", "--run", run_s, "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["nelbo_bpd"].as_f64().unwrap(), logged);
     assert_eq!(report["images"].as_u64().unwrap(), 12);
@@ -443,12 +443,14 @@ fn a_reference_export_becomes_a_run_that_evaluates_and_samples() {
             .as_object()
             .is_some_and(|m| !m.is_empty())
     );
-    let out = run_ok(&["eval", "--run", run_s, "--json"]);
+    let out = run_ok(&["eval", "--threads", "1", "--run", run_s, "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["aux_nll_bpd"].as_f64().unwrap() > 0.0);
     let png = tmp.path().join("s.png");
     run_ok(&[
         "sample",
+        "--threads",
+        "1",
         "--run",
         run_s,
         "--n",
@@ -566,6 +568,8 @@ fn a_sweep_of_three_runs_resumes_plots_and_samples() {
     let figs = tmp.path().join("figs");
     run_ok(&[
         "plot",
+        "--threads",
+        "1",
         "--sweep",
         out.to_str().unwrap(),
         "--out",
@@ -582,6 +586,8 @@ fn a_sweep_of_three_runs_resumes_plots_and_samples() {
     let grid = tmp.path().join("grid.png");
     run_ok(&[
         "sample",
+        "--threads",
+        "1",
         "--run",
         out.join("gd-0.3").to_str().unwrap(),
         "--n",
@@ -957,6 +963,8 @@ fn a_sweep_over_seeds_plots_means_with_error_bars() {
     let figs = tmp.path().join("figs");
     run_ok(&[
         "plot",
+        "--threads",
+        "1",
         "--sweep",
         out.to_str().unwrap(),
         "--out",
