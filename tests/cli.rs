@@ -857,38 +857,8 @@ fn sweeps_run_on_slurm_and_requeued_runs_continue_exactly() {
     ]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to submit"));
 
-    // 2. One longer run, requeued while it trains.
-    let out = tmp.path().join("requeued");
-    let out_s = out.to_str().unwrap();
-    let submitted = run_ok(&[
-        "sweep",
-        "--preset",
-        "tiny",
-        "--gd",
-        "0.2",
-        "--vb",
-        "",
-        "--baselines",
-        "",
-        "--steps",
-        "200",
-        "--checkpoint-minutes",
-        "0",
-        "--data",
-        data_s,
-        "--out",
-        out_s,
-        "--threads",
-        "1",
-        "--slurm",
-    ]);
-    let text = String::from_utf8_lossy(&submitted.stdout).into_owned();
-    let job = text
-        .split("submitted job ")
-        .nth(1)
-        .and_then(|t| t.split(':').next())
-        .expect("the job id is printed")
-        .to_string();
+    // 2. A run requeued by `scontrol requeue` while it trains (SIGTERM to every process).
+    let (out, job) = submit_long_run(tmp.path(), &data, "requeued", "gd:0.2");
     let run = out.join("gd-0.2");
     wait_until(120, "a first checkpoint", || {
         run.join("checkpoint.safetensors").exists()
@@ -902,8 +872,78 @@ fn sweeps_run_on_slurm_and_requeued_runs_continue_exactly() {
     let log = std::fs::read_to_string(out.join("slurm/task-0.out")).unwrap();
     assert!(log.contains("restart 1"), "the task ran again: {log}");
     assert!(log.contains("stopped by SIGTERM"), "{log}");
-    // The same config trained here without interruption ends the same.
-    let whole = tmp.path().join("whole");
+    assert_same_as_uninterrupted(tmp.path(), &run);
+
+    // 3. SIGUSR1, SLURM's warning before a time limit, which reaches only the batch
+    // shell: it passes it on, the run checkpoints, and the task requeues itself.
+    let (out, job) = submit_long_run(tmp.path(), &data, "warned", "vb:0.1");
+    let run = out.join("vb-0.1");
+    wait_until(120, "a first checkpoint", || {
+        run.join("checkpoint.safetensors").exists()
+    });
+    let warn = Command::new("scancel")
+        .args(["--batch", "--signal=USR1", &format!("{job}_0")])
+        .output()
+        .unwrap();
+    assert!(warn.status.success(), "{warn:?}");
+    wait_until(300, "the run requeued by its task", || {
+        sweep_states(&out) == ["done"]
+    });
+    let log = std::fs::read_to_string(out.join("slurm/task-0.out")).unwrap();
+    assert!(log.contains("stopped by SIGUSR1"), "{log}");
+    assert!(log.contains("restart 1"), "the task requeued itself: {log}");
+    assert_same_as_uninterrupted(tmp.path(), &run);
+}
+
+/// Submits a one-run sweep of 200 tiny steps with a checkpoint at every step; returns
+/// its directory and job id.
+fn submit_long_run(tmp: &Path, data: &Path, name: &str, spec: &str) -> (PathBuf, String) {
+    let out = tmp.join(name);
+    let (kind, value) = spec.split_once(':').unwrap();
+    let (gd, vb) = if kind == "gd" {
+        (value, "")
+    } else {
+        ("", value)
+    };
+    let submitted = run_ok(&[
+        "sweep",
+        "--preset",
+        "tiny",
+        "--gd",
+        gd,
+        "--vb",
+        vb,
+        "--baselines",
+        "",
+        "--steps",
+        "200",
+        "--checkpoint-minutes",
+        "0",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--slurm",
+    ]);
+    let text = String::from_utf8_lossy(&submitted.stdout).into_owned();
+    let job = text
+        .split("submitted job ")
+        .nth(1)
+        .and_then(|t| t.split(':').next())
+        .expect("the job id is printed")
+        .to_string();
+    (out, job)
+}
+
+/// The config of `run` trained here without interruption ends with the same weights and
+/// metrics.
+fn assert_same_as_uninterrupted(tmp: &Path, run: &Path) {
+    let whole = tmp.join(format!(
+        "whole-{}",
+        run.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::create_dir_all(&whole).unwrap();
     std::fs::copy(run.join("config.json"), whole.join("config.json")).unwrap();
     run_ok(&[
@@ -914,7 +954,7 @@ fn sweeps_run_on_slurm_and_requeued_runs_continue_exactly() {
         "--threads",
         "1",
     ]);
-    assert_same_run(&whole, &run);
+    assert_same_run(&whole, run);
 }
 
 /// `--seeds`: one run per configuration and seed, the seed in results.csv, and the plot's
