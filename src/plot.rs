@@ -245,6 +245,69 @@ pub fn tradeoff(rows: &[ResultRow], out: &Path, title: &str) -> Result<()> {
     crate::image::write_png(&out.join("tradeoff.png"), w as usize, h as usize, &rgb, 1)
 }
 
+/// One point of one curve set against another curve at the same KL: the other curve's
+/// test negative ELBO interpolated linearly in KL between its two neighbouring points
+/// (means over seeds), with its spread interpolated the same way.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AtEqualKl {
+    /// The point's bottleneck, e.g. `vb:0.1`.
+    pub point: String,
+    pub seeds: usize,
+    pub kl_bpd: f64,
+    /// The point's mean test negative ELBO and its spread (half of hi - lo).
+    pub nelbo_bpd: f64,
+    pub nelbo_spread: f64,
+    /// The other curve at this KL (`None` outside the KLs it covers).
+    pub other_nelbo_bpd: Option<f64>,
+    pub other_spread: Option<f64>,
+    /// `nelbo_bpd - other_nelbo_bpd`: positive when the other curve is better.
+    pub difference: Option<f64>,
+}
+
+/// Each point of the curve whose style has `legend` against the curve whose style has
+/// `other` (e.g. every VB point against GD), from the means over seeds.
+pub fn compare_at_equal_kl(rows: &[ResultRow], legend: &str, other: &str) -> Vec<AtEqualKl> {
+    let all = points(rows);
+    let mut curve: Vec<&Point> = all
+        .iter()
+        .filter(|p| p.spec.plot_style().legend == other)
+        .collect();
+    curve.sort_by(|a, b| a.kl.mean.total_cmp(&b.kl.mean));
+    let half = |s: &Spread| (s.hi - s.lo) / 2.0;
+    all.iter()
+        .filter(|p| p.spec.plot_style().legend == legend)
+        .map(|p| {
+            let kl = p.kl.mean;
+            let pair = curve
+                .windows(2)
+                .find(|w| w[0].kl.mean <= kl && kl <= w[1].kl.mean);
+            let at = pair.map(|w| {
+                let span = w[1].kl.mean - w[0].kl.mean;
+                let t = if span > 0.0 {
+                    (kl - w[0].kl.mean) / span
+                } else {
+                    0.0
+                };
+                let lerp = |a: f64, b: f64| a + t * (b - a);
+                (
+                    lerp(w[0].nelbo.mean, w[1].nelbo.mean),
+                    lerp(half(&w[0].nelbo), half(&w[1].nelbo)),
+                )
+            });
+            AtEqualKl {
+                point: p.spec.to_string(),
+                seeds: p.seeds,
+                kl_bpd: kl,
+                nelbo_bpd: p.nelbo.mean,
+                nelbo_spread: half(&p.nelbo),
+                other_nelbo_bpd: at.map(|a| a.0),
+                other_spread: at.map(|a| a.1),
+                difference: at.map(|a| p.nelbo.mean - a.0),
+            }
+        })
+        .collect()
+}
+
 /// A labelled panel: one row of sample images per entry, the label on its left.
 /// `rows` holds `(label, bytes [n, C, S, S])`.
 pub fn samples_panel(
@@ -359,6 +422,33 @@ mod tests {
             svg.contains("p=0.15 (3 seeds)"),
             "the label says how many seeds"
         );
+    }
+
+    /// GD at (KL 0.1, 5.0) and (KL 0.3, 4.0), two seeds each, ranges 0.2 and 0.4 (so
+    /// spreads 0.1 and 0.2); VB at KL 0.2 (5.0) sits where GD's curve is 4.5 with spread
+    /// 0.15 (by hand); VB at KL 0.5 is beyond GD's KLs.
+    #[test]
+    fn points_compared_at_equal_kl_by_hand() {
+        let seeded = |kind, strength, nelbo: f64, spread: f64, kl| {
+            [-spread, spread].map(|d| ResultRow {
+                seed: (d > 0.0) as u64,
+                ..row(kind, strength, nelbo + d, kl)
+            })
+        };
+        let mut rows = Vec::new();
+        rows.extend(seeded("gd", 0.1, 5.0, 0.1, 0.1));
+        rows.extend(seeded("gd", 0.5, 4.0, 0.2, 0.3));
+        rows.push(row("vb", 0.1, 5.0, 0.2));
+        rows.push(row("vb", 1.0, 6.0, 0.5));
+        let gd = BottleneckSpec::Gd { rate: 0.1 }.plot_style().legend;
+        let vb = BottleneckSpec::Vb { beta: 0.1 }.plot_style().legend;
+        let c = compare_at_equal_kl(&rows, vb, gd);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].point, "vb:0.1");
+        assert!((c[0].other_nelbo_bpd.unwrap() - 4.5).abs() < 1e-12);
+        assert!((c[0].other_spread.unwrap() - 0.15).abs() < 1e-12);
+        assert!((c[0].difference.unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(c[1].other_nelbo_bpd, None);
     }
 
     #[test]

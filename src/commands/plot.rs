@@ -45,6 +45,7 @@ pub fn run(args: PlotRequest) -> Result<()> {
         "wrote {} and tradeoff.png",
         args.out.join("tradeoff.svg").display()
     );
+    compare_curves(&rows, &args.out)?;
     if args.samples == 0 {
         return Ok(());
     }
@@ -105,6 +106,51 @@ pub fn run(args: PlotRequest) -> Result<()> {
         size,
         &path,
         &format!("Samples (z from the prior), {preset} model"),
+    )?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Every VB point against the GD curve at the same KL (and the reverse), printed and
+/// written to `at_equal_kl.json`: the paper's question, whether GD reaches a better
+/// ELBO than VB for the same latent use.
+fn compare_curves(rows: &[crate::sweep::ResultRow], out: &std::path::Path) -> Result<()> {
+    use crate::bottleneck::BottleneckSpec;
+    let gd = BottleneckSpec::Gd { rate: 0.1 }.plot_style().legend;
+    let vb = BottleneckSpec::Vb { beta: 0.1 }.plot_style().legend;
+    let vb_vs_gd = crate::plot::compare_at_equal_kl(rows, vb, gd);
+    let gd_vs_vb = crate::plot::compare_at_equal_kl(rows, gd, vb);
+    if vb_vs_gd.is_empty() || gd_vs_vb.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "at equal KL (bits/dim; the other curve interpolated between its two neighbours; \
+         spread: half the range for two seeds, one standard deviation for more):"
+    );
+    println!(
+        "{:<10} {:>5} {:>8} {:>16} {:>18} {:>11}",
+        "run", "seeds", "KL", "-ELBO +- spread", "other +- spread", "difference"
+    );
+    for c in vb_vs_gd.iter().chain(&gd_vs_vb) {
+        let other = match (c.other_nelbo_bpd, c.other_spread) {
+            (Some(v), Some(s)) => format!("{v:.4} +- {s:.4}"),
+            _ => "outside its KLs".into(),
+        };
+        println!(
+            "{:<10} {:>5} {:>8.4} {:>16} {:>18} {:>11}",
+            c.point,
+            c.seeds,
+            c.kl_bpd,
+            format!("{:.4} +- {:.4}", c.nelbo_bpd, c.nelbo_spread),
+            other,
+            c.difference.map_or("-".into(), |d| format!("{d:+.4}"))
+        );
+    }
+    let json = serde_json::json!({ "vb_vs_gd": vb_vs_gd, "gd_vs_vb": gd_vs_vb });
+    let path = out.join("at_equal_kl.json");
+    crate::fsutil::write_atomic_str(
+        &path,
+        &(serde_json::to_string_pretty(&json).expect("serialises") + "\n"),
     )?;
     println!("wrote {}", path.display());
     Ok(())
