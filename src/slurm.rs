@@ -63,7 +63,7 @@ pub fn script(
     runtime: TaskRuntime,
     options: &SlurmOptions,
 ) -> Result<String> {
-    let exe = std::env::current_exe().map_err(|e| Error::io("the ibvae executable", e))?;
+    let exe = crate::sweep::ibvae_executable();
     let indices: Vec<String> = tasks.iter().map(|t| t.index.to_string()).collect();
     let name = sweep
         .file_name()

@@ -128,8 +128,7 @@ pub struct SweepPlan {
 
 /// The `ibvae` command line of a child process of the sweep on `run`.
 fn child(plan: &SweepPlan, command: &str, run: &Path, threads: usize) -> Command {
-    let exe = std::env::current_exe().expect("the running executable has a path");
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(ibvae_executable());
     cmd.arg(command)
         .arg("--run")
         .arg(run)
@@ -168,6 +167,20 @@ fn write_member_config(run: &RunDir, config: &ExperimentConfig) -> Result<()> {
     run.write_config(config)
 }
 
+/// The path of the running `ibvae`, for the sweep's children. When the binary was
+/// rebuilt while the sweep runs, Linux names the running one `<path> (deleted)`: the
+/// children then start the new binary at `<path>`.
+pub fn ibvae_executable() -> PathBuf {
+    undeleted(std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ibvae")))
+}
+
+fn undeleted(exe: PathBuf) -> PathBuf {
+    match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    }
+}
+
 /// Starts `cmd` with its output appended to `log`.
 fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
     let file = std::fs::OpenOptions::new()
@@ -180,7 +193,12 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err))
         .spawn()
-        .at(log)
+        .map_err(|e| {
+            Error::Config(format!(
+                "could not start {}: {e}",
+                cmd.get_program().to_string_lossy()
+            ))
+        })
 }
 
 /// One line of `results.csv`.
@@ -588,6 +606,13 @@ pub fn run_dir(sweep: &Path, row: &ResultRow) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rebuilt_binary_is_started_from_its_path() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(undeleted(p("/x/ibvae (deleted)")), p("/x/ibvae"));
+        assert_eq!(undeleted(p("/x/ibvae")), p("/x/ibvae"));
+    }
 
     #[test]
     fn members_are_named_and_validated() {
