@@ -245,10 +245,11 @@ fn eval_reproduces_the_last_logged_test_figure_and_the_run_refuses_overwrites() 
     let data = mini_cifar(tmp.path());
     let (data, run) = (data.to_str().unwrap(), tmp.path().join("r"));
     let run_s = run.to_str().unwrap();
+    // The same thread count in training and evaluation: float32 sums split the same way.
     run_ok(&train_tiny(
         data,
         run_s,
-        &["--bottleneck", "gd:0.2", "--steps", "10"],
+        &["--bottleneck", "gd:0.2", "--steps", "10", "--threads", "1"],
     ));
     let logged = metrics(&run).last().unwrap()["test"]["nelbo_bpd"]
         .as_f64()
