@@ -808,7 +808,7 @@ fn sweeps_run_on_slurm_and_requeued_runs_continue_exactly() {
     // 1. Three runs, one array job.
     let out = tmp.path().join("sweep");
     let out_s = out.to_str().unwrap();
-    let submitted = run_ok(&[
+    let sweep = [
         "sweep",
         "--preset",
         "tiny",
@@ -827,7 +827,8 @@ fn sweeps_run_on_slurm_and_requeued_runs_continue_exactly() {
         "--threads",
         "1",
         "--slurm",
-    ]);
+    ];
+    let submitted = run_ok(&sweep);
     assert!(String::from_utf8_lossy(&submitted.stdout).contains("submitted job"));
     assert!(out.join("slurm/sweep.sbatch").exists() && out.join("slurm/job_ids").exists());
     wait_until(240, "the SLURM sweep", || {
@@ -836,26 +837,7 @@ fn sweeps_run_on_slurm_and_requeued_runs_continue_exactly() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
     // Submitted again: nothing is left to run.
-    let again = run_ok(&[
-        "sweep",
-        "--preset",
-        "tiny",
-        "--gd",
-        "0.3",
-        "--vb",
-        "0.1",
-        "--baselines",
-        "none",
-        "--steps",
-        "3",
-        "--data",
-        data_s,
-        "--out",
-        out_s,
-        "--threads",
-        "1",
-        "--slurm",
-    ]);
+    let again = run_ok(&sweep);
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to submit"));
 
     // 2. A run requeued by `scontrol requeue` while it trains (SIGTERM to every process).
