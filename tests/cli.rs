@@ -91,6 +91,34 @@ fn train_tiny<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str
     args
 }
 
+/// `ibvae sweep --preset tiny --gd GD --vb VB --baselines BASELINES --data DATA --out OUT`
+/// followed by `extra`.
+fn sweep_tiny<'a>(
+    members: [&'a str; 3],
+    data: &'a str,
+    out: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let [gd, vb, baselines] = members;
+    let mut args = vec![
+        "sweep",
+        "--preset",
+        "tiny",
+        "--gd",
+        gd,
+        "--vb",
+        vb,
+        "--baselines",
+        baselines,
+        "--data",
+        data,
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// The weights, optimizer and average state of a checkpoint, by name.
 fn checkpoint_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
     let file = TensorFile::read(&run.join("checkpoint.safetensors")).unwrap();
@@ -521,27 +549,12 @@ fn a_sweep_of_three_runs_resumes_plots_and_samples() {
     let tmp = tempfile::tempdir().unwrap();
     let data = mini_cifar(tmp.path());
     let out = tmp.path().join("sweep");
-    let args = [
-        "sweep",
-        "--preset",
-        "tiny",
-        "--gd",
-        "0.3",
-        "--vb",
-        "0.1",
-        "--baselines",
-        "none",
-        "--steps",
-        "3",
-        "--data",
+    let args = sweep_tiny(
+        ["0.3", "0.1", "none"],
         data.to_str().unwrap(),
-        "--out",
         out.to_str().unwrap(),
-        "--jobs",
-        "2",
-        "--threads",
-        "1",
-    ];
+        &["--steps", "3", "--jobs", "2", "--threads", "1"],
+    );
     run_ok(&args);
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
@@ -623,25 +636,12 @@ fn an_interrupted_sweep_resumes_the_unfinished_run() {
         ],
     ));
     let out_s = out.to_str().unwrap();
-    let o = run_ok(&[
-        "sweep",
-        "--preset",
-        "tiny",
-        "--gd",
-        "0.2",
-        "--vb",
-        "",
-        "--baselines",
-        "",
-        "--steps",
-        "6",
-        "--data",
+    let o = run_ok(&sweep_tiny(
+        ["0.2", "", ""],
         data.to_str().unwrap(),
-        "--out",
         out_s,
-        "--threads",
-        "1",
-    ]);
+        &["--steps", "6", "--threads", "1"],
+    ));
     assert!(!String::from_utf8_lossy(&o.stdout).contains("skipped"));
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert!(csv.lines().nth(1).unwrap().contains(",6,"), "{csv}");
@@ -808,26 +808,12 @@ fn sweeps_run_on_slurm_and_requeued_runs_continue_exactly() {
     // 1. Three runs, one array job.
     let out = tmp.path().join("sweep");
     let out_s = out.to_str().unwrap();
-    let sweep = [
-        "sweep",
-        "--preset",
-        "tiny",
-        "--gd",
-        "0.3",
-        "--vb",
-        "0.1",
-        "--baselines",
-        "none",
-        "--steps",
-        "3",
-        "--data",
+    let sweep = sweep_tiny(
+        ["0.3", "0.1", "none"],
         data_s,
-        "--out",
         out_s,
-        "--threads",
-        "1",
-        "--slurm",
-    ];
+        &["--steps", "3", "--threads", "1", "--slurm"],
+    );
     let submitted = run_ok(&sweep);
     assert!(String::from_utf8_lossy(&submitted.stdout).contains("submitted job"));
     assert!(out.join("slurm/sweep.sbatch").exists() && out.join("slurm/job_ids").exists());
@@ -888,28 +874,20 @@ fn submit_long_run(tmp: &Path, data: &Path, name: &str, spec: &str) -> (PathBuf,
     } else {
         ("", value)
     };
-    let submitted = run_ok(&[
-        "sweep",
-        "--preset",
-        "tiny",
-        "--gd",
-        gd,
-        "--vb",
-        vb,
-        "--baselines",
-        "",
-        "--steps",
-        "200",
-        "--checkpoint-minutes",
-        "0",
-        "--data",
+    let submitted = run_ok(&sweep_tiny(
+        [gd, vb, ""],
         data.to_str().unwrap(),
-        "--out",
         out.to_str().unwrap(),
-        "--threads",
-        "1",
-        "--slurm",
-    ]);
+        &[
+            "--steps",
+            "200",
+            "--checkpoint-minutes",
+            "0",
+            "--threads",
+            "1",
+            "--slurm",
+        ],
+    ));
     let text = String::from_utf8_lossy(&submitted.stdout).into_owned();
     let job = text
         .split("submitted job ")
@@ -947,29 +925,21 @@ fn a_sweep_over_seeds_plots_means_with_error_bars() {
     let tmp = tempfile::tempdir().unwrap();
     let data = mini_cifar(tmp.path());
     let out = tmp.path().join("sweep");
-    run_ok(&[
-        "sweep",
-        "--preset",
-        "tiny",
-        "--gd",
-        "0.3",
-        "--vb",
-        "",
-        "--baselines",
-        "",
-        "--seeds",
-        "0,1",
-        "--steps",
-        "2",
-        "--data",
+    run_ok(&sweep_tiny(
+        ["0.3", "", ""],
         data.to_str().unwrap(),
-        "--out",
         out.to_str().unwrap(),
-        "--jobs",
-        "2",
-        "--threads",
-        "1",
-    ]);
+        &[
+            "--seeds",
+            "0,1",
+            "--steps",
+            "2",
+            "--jobs",
+            "2",
+            "--threads",
+            "1",
+        ],
+    ));
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
     assert!(rows[0].ends_with(",seed"), "{csv}");
