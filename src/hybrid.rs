@@ -190,10 +190,27 @@ impl Hybrid {
     pub fn pixel_params(&self, x: &Tensor, u: &Tensor, mode: Mode) -> (Tensor, Tensor, Tensor) {
         let xc = x.to_kind(self.compute);
         let v = self.pixelcnn.forward(&xc, u, mode).to_kind(Kind::Float); // [B, k v_dim, H, W]
-        let b = bottleneck::apply(&self.bottleneck, &v, mode.is_train());
+        let (params, rate) = self.params_from_v(u, &v, mode);
+        (params, rate, v)
+    }
+
+    /// DMoL parameters and the bottleneck's per-image rate from the decoder's map `u` and
+    /// the PixelCNN++ output `v` (float32): the bottleneck, then the mixing network, pixel
+    /// by pixel. [`Hybrid::pixel_params`]'s last step, and the cached sampler's.
+    ///
+    /// # Shapes
+    /// - `u`: `[B, dec_out, H, W]`, `v`: `[B, k v_dim, H, W]`
+    /// - returns `params` `[B, P, H, W]`, `rate` `[B]`
+    pub fn params_from_v(&self, u: &Tensor, v: &Tensor, mode: Mode) -> (Tensor, Tensor) {
+        let b = bottleneck::apply(&self.bottleneck, v, mode.is_train());
         let mix_in = Tensor::cat(&[&u.to_kind(self.compute), &b.y.to_kind(self.compute)], 1);
         let params = self.mix.forward(&mix_in).to_kind(Kind::Float); // [B, P, H, W]
-        (params, b.rate, v)
+        (params, b.rate)
+    }
+
+    /// The floating-point type the convolutions run in.
+    pub fn compute_kind(&self) -> Kind {
+        self.compute
     }
 
     /// The posterior `q(z|x)`: its mean and log-variance, float32.

@@ -488,9 +488,58 @@ fn a_reference_export_becomes_a_run_that_evaluates_and_samples() {
         png.to_str().unwrap(),
     ]);
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    // Reconstructions through the naive sampler (the whole network for every pixel).
+    let recon = tmp.path().join("r.png");
+    run_ok(&[
+        "reconstruct",
+        "--threads",
+        "1",
+        "--run",
+        run_s,
+        "--n",
+        "1",
+        "--samples",
+        "1",
+        "--method",
+        "naive",
+        "--out",
+        recon.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&recon).unwrap().starts_with(b"\x89PNG"));
     // A second import into the same directory is refused.
     let err = run_err(&["import-torch", fixture.to_str().unwrap(), "--out", run_s]);
     assert!(err.contains("already holds a run"), "{err}");
+}
+
+#[test]
+fn bench_sample_times_each_method_and_states_the_speed_up() {
+    let out = run_ok(&[
+        "bench-sample",
+        "--preset",
+        "tiny",
+        "--n",
+        "2",
+        "--methods",
+        "cached,rows",
+        "--threads",
+        "1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].starts_with("cached"), "{text}");
+    assert!(
+        lines[2].contains("of 2 images identical to cached"),
+        "{text}"
+    );
+    let last = lines.last().unwrap();
+    let ratio: f64 = last
+        .strip_prefix("speed-up cached over rows: ")
+        .and_then(|r| r.strip_suffix('x'))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no speed-up line: {text}"));
+    assert!(ratio > 0.0);
+    let err = run_err(&["bench-sample", "--preset", "tiny", "--methods", "fast"]);
+    assert!(err.contains("unknown sampling method 'fast'"), "{err}");
 }
 
 #[test]

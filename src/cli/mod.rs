@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::{DeviceChoice, Precision};
 use crate::bottleneck::BottleneckSpec;
+use crate::sample::Method;
 
 /// Information bottlenecks in hybrid VAE + PixelCNN++ image models (Rey & Mnih 2021).
 #[derive(Debug, Parser)]
@@ -46,6 +47,9 @@ pub enum Command {
     /// Training and forward speed; the last line is `train_img_per_s X` (compare with
     /// `python hybrid_ref.py bench` on the same machine).
     Bench(BenchArgs),
+    /// Sampling speed of each method on the same model, seed and batch; the last line
+    /// states the speed-up of the first method over the last.
+    BenchSample(BenchSampleArgs),
     /// Rerun a `hybrid_ref.py export` file and compare every tensor with the reference.
     VerifyTorch(VerifyTorchArgs),
     /// Turn a `hybrid_ref.py export` file into a run directory (for eval, sample, train).
@@ -244,6 +248,10 @@ pub struct SampleArgs {
     /// Images per row of the grid [default: a square grid].
     #[arg(long)]
     pub cols: Option<usize>,
+    /// How the network is computed while drawing: cached (each activation once), rows
+    /// (rerun on the rows drawn) or naive (rerun whole for every pixel); the same images.
+    #[arg(long, default_value = "cached")]
+    pub method: Method,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -267,6 +275,10 @@ pub struct ReconstructArgs {
     /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
+    /// How the network is computed while drawing: cached (each activation once), rows
+    /// (rerun on the rows drawn) or naive (rerun whole for every pixel); the same images.
+    #[arg(long, default_value = "cached")]
+    pub method: Method,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -309,6 +321,25 @@ pub struct BenchArgs {
     /// Print the report as JSON (before the last line).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A run directory: time its model instead of the preset's (random weights).
+    #[arg(long, conflicts_with = "preset")]
+    pub run: Option<PathBuf>,
+    /// Images drawn at once.
+    #[arg(long, default_value_t = 16)]
+    pub n: usize,
+    /// The methods to time, in order; the speed-up is the first's over the last's.
+    #[arg(long, value_delimiter = ',', default_value = "cached,naive")]
+    pub methods: Vec<Method>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 #[derive(Debug, Args)]

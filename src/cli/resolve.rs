@@ -47,6 +47,7 @@ impl Command {
             Command::Train(a) => Some(a.compute.runtime.device),
             Command::Sweep(a) => Some(a.compute.runtime.device),
             Command::Bench(a) => Some(a.compute.runtime.device),
+            Command::BenchSample(a) => Some(a.compute.runtime.device),
             Command::Eval(a) => Some(a.runtime.device),
             Command::Sample(a) => Some(a.runtime.device),
             Command::Reconstruct(a) => Some(a.runtime.device),
@@ -113,6 +114,7 @@ pub fn run(cli: Cli) -> Result<()> {
             temperature: a.temperature,
             out: a.out,
             cols: a.cols,
+            method: a.method,
             runtime: a.runtime.resolve(),
         }),
         Command::Reconstruct(a) => sample::reconstruct(sample::ReconstructRequest {
@@ -122,6 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
             data: a.data,
             seed: a.seed,
             out: a.out,
+            method: a.method,
             runtime: a.runtime.resolve(),
         }),
         Command::Plot(a) => plot::run(plot::PlotRequest {
@@ -141,6 +144,16 @@ pub fn run(cli: Cli) -> Result<()> {
             runtime: a.compute.runtime.resolve(),
             precision: a.compute.precision,
             json: a.json,
+        }),
+        Command::BenchSample(a) => bench::sample(bench::BenchSampleRequest {
+            preset: a.model.preset,
+            bottleneck: a.model.bottleneck,
+            run: a.run,
+            n: a.n,
+            methods: a.methods,
+            seed: a.seed,
+            runtime: a.compute.runtime.resolve(),
+            precision: a.compute.precision,
         }),
         Command::Params(a) => tools::params(tools::ParamsRequest {
             preset: a.model.preset,

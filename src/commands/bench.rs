@@ -88,3 +88,96 @@ pub fn run(args: BenchRequest) -> Result<()> {
     println!("train_img_per_s {:.4}", report.train_img_per_s);
     Ok(())
 }
+
+/// What `ibvae bench-sample` was asked to time.
+#[derive(Debug, Clone)]
+pub struct BenchSampleRequest {
+    pub preset: String,
+    pub bottleneck: BottleneckSpec,
+    /// A run whose model to time instead of the preset's.
+    pub run: Option<PathBuf>,
+    /// Images drawn at once.
+    pub n: usize,
+    pub methods: Vec<crate::sample::Method>,
+    pub seed: u64,
+    pub runtime: Runtime,
+    pub precision: Precision,
+}
+
+/// Draws the same `n` images with each method (the same model, latents and seed), and
+/// reports the time of each, whether their images are the first method's, and the
+/// speed-up of the first method over the last.
+pub fn sample(args: BenchSampleRequest) -> Result<()> {
+    if args.n == 0 || args.methods.is_empty() {
+        return Err(Error::Config(
+            "--n must be at least 1 and --methods must name a method".into(),
+        ));
+    }
+    let device = args.runtime.start()?;
+    let (label, mut model) = match &args.run {
+        Some(dir) => {
+            let (config, model) = crate::run::load_for_inference(dir, device)?;
+            (format!("run {} ({})", dir.display(), config.preset), model)
+        }
+        None => {
+            let config = ModelConfig::preset(&args.preset)?.with_bottleneck(args.bottleneck);
+            let model = crate::hybrid::Hybrid::new(&config, device)?;
+            (format!("preset {} (random weights)", args.preset), model)
+        }
+    };
+    model.set_precision(args.precision);
+    let m = model.config.clone();
+    println!(
+        "{label} bottleneck {} images {} of {}x{}x{} threads {} device {} precision {} seed {}",
+        m.bottleneck,
+        args.n,
+        m.image_channels,
+        m.image_size,
+        m.image_size,
+        tch::get_num_threads(),
+        args.runtime.device,
+        args.precision,
+        args.seed
+    );
+    let draw = |method| crate::sample::Draw {
+        channels: m.image_channels,
+        size: m.image_size,
+        temperature: 1.0,
+        seed: args.seed,
+        method,
+    };
+    let plane = m.image_channels * m.image_size * m.image_size;
+    let mut first: Option<Vec<u8>> = None;
+    let mut times = Vec::new();
+    for &method in &args.methods {
+        let t0 = std::time::Instant::now();
+        let bytes = crate::sample::sample_prior(&model, args.n, &draw(method), |_, _| {});
+        let secs = t0.elapsed().as_secs_f64();
+        let same = match &first {
+            Some(f) => {
+                let equal = f
+                    .chunks(plane)
+                    .zip(bytes.chunks(plane))
+                    .filter(|(a, b)| a == b)
+                    .count();
+                format!(
+                    "{equal} of {} images identical to {}",
+                    args.n, args.methods[0]
+                )
+            }
+            None => String::new(),
+        };
+        println!(
+            "{method:<7} {secs:9.2} s  {:9.3} img/s  {same}",
+            args.n as f64 / secs
+        );
+        first.get_or_insert(bytes);
+        times.push(secs);
+    }
+    let (a, b) = (args.methods[0], args.methods[args.methods.len() - 1]);
+    println!(
+        "speed-up {a} over {b}: {:.1}x",
+        times[times.len() - 1] / times[0]
+    );
+    Ok(())
+}

@@ -87,6 +87,7 @@ pub fn run(args: PlotRequest) -> Result<()> {
             size,
             temperature: 1.0,
             seed: args.seed,
+            method: crate::sample::Method::Cached,
         };
         let bar = row_bar(size, &format!("sampling {}", row.run));
         let bytes = crate::sample::sample_prior(&model, args.samples, &draw, |r, _| {

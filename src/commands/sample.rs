@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use super::row_bar;
 use crate::backend::Runtime;
 use crate::error::{Error, Result};
+use crate::sample::Method;
 
 /// What `ibvae sample` was asked to draw.
 #[derive(Debug, Clone)]
@@ -17,6 +18,7 @@ pub struct SampleRequest {
     pub out: PathBuf,
     /// Images per row [default: a square grid].
     pub cols: Option<usize>,
+    pub method: Method,
     pub runtime: Runtime,
 }
 
@@ -32,6 +34,7 @@ pub struct ReconstructRequest {
     pub data: Option<PathBuf>,
     pub seed: u64,
     pub out: PathBuf,
+    pub method: Method,
     pub runtime: Runtime,
 }
 
@@ -52,6 +55,7 @@ pub fn sample(args: SampleRequest) -> Result<()> {
         size: m.image_size,
         temperature: args.temperature,
         seed: args.seed,
+        method: args.method,
     };
     let bytes =
         crate::sample::sample_prior(&model, args.n, &draw, |r, _| bar.set_position(r as u64));
@@ -84,6 +88,7 @@ pub fn reconstruct(args: ReconstructRequest) -> Result<()> {
         size: m.image_size,
         temperature: 1.0,
         seed: args.seed,
+        method: args.method,
     };
     let recon = crate::sample::reconstruct(&model, &originals, n, args.samples, &draw, |r, _| {
         bar.set_position(r as u64)
