@@ -107,6 +107,8 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
             // Let cuDNN pick the fastest convolution algorithm for each shape (the shapes
             // of a run repeat every step).
             tch::Cuda::cudnn_set_benchmark(true);
+            // Float32 means float32 until a model asks for TF32 (`Precision::Tf32`).
+            set_tf32(false);
             Ok(Device::Cuda(n))
         }
     }
@@ -136,12 +138,53 @@ pub fn sync(device: Device) {
     }
 }
 
+/// Whether cuDNN's convolutions and cuBLAS's matrix products on NVIDIA GPUs may round
+/// their float32 inputs to TF32 (10-bit mantissa; relative errors near 1e-3). LibTorch
+/// allows it for convolutions by default, as PyTorch does; `ibvae` turns it off for
+/// `--precision f32` and on for `--precision tf32`. A process-wide LibTorch setting,
+/// without effect on the CPU.
+///
+/// `tch` has no binding for it: this calls LibTorch's exported C++ functions
+/// `at::globalContext()` and `at::Context::setAllowTF32CuDNN(bool)` /
+/// `setAllowTF32CuBLAS(bool)` directly, by their Itanium ABI names (a member function
+/// takes the object's address as its first argument).
+pub fn set_tf32(allow: bool) {
+    // SAFETY: `globalContext()` returns a reference to LibTorch's static context, valid
+    // for the life of the process; both setters only store the flag.
+    unsafe {
+        let context = at_global_context();
+        at_set_allow_tf32_cudnn(context, allow);
+        at_set_allow_tf32_cublas(context, allow);
+    }
+}
+
+/// Whether cuBLAS may use TF32 (LibTorch's flag, which [`set_tf32`] sets with cuDNN's).
+pub fn tf32_allowed() -> bool {
+    // SAFETY: as in `set_tf32`; the getter only reads the flag.
+    unsafe { at_allow_tf32_cublas(at_global_context()) }
+}
+
+unsafe extern "C" {
+    #[link_name = "_ZN2at13globalContextEv"]
+    fn at_global_context() -> *mut std::ffi::c_void;
+    #[link_name = "_ZN2at7Context17setAllowTF32CuDNNEb"]
+    fn at_set_allow_tf32_cudnn(context: *mut std::ffi::c_void, allow: bool);
+    #[link_name = "_ZN2at7Context18setAllowTF32CuBLASEb"]
+    fn at_set_allow_tf32_cublas(context: *mut std::ffi::c_void, allow: bool);
+    #[link_name = "_ZNK2at7Context15allowTF32CuBLASEv"]
+    fn at_allow_tf32_cublas(context: *mut std::ffi::c_void) -> bool;
+}
+
 /// The floating-point type of convolutions and matrix products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// Everything in float32.
     #[default]
     F32,
+    /// float32, but on NVIDIA GPUs convolutions and matrix products round their inputs to
+    /// TF32 (PyTorch's default for convolutions): faster on tensor cores, relative errors
+    /// near 1e-3. The same as `F32` on the CPU.
+    Tf32,
     /// Convolutions and matrix products (and the activations between them) in bfloat16;
     /// the mixture of logistics, the KL terms, the bottleneck rate, the weights and the
     /// Adam state stay in float32. bfloat16 has float32's range, so no loss scaling.
@@ -152,7 +195,7 @@ impl Precision {
     /// The tensor kind the model computes its layers in.
     pub fn compute_kind(self) -> Kind {
         match self {
-            Self::F32 => Kind::Float,
+            Self::F32 | Self::Tf32 => Kind::Float,
             Self::Bf16 => Kind::BFloat16,
         }
     }
@@ -162,6 +205,7 @@ impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::F32 => "f32",
+            Self::Tf32 => "tf32",
             Self::Bf16 => "bf16",
         })
     }
@@ -173,9 +217,10 @@ impl FromStr for Precision {
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "tf32" => Ok(Self::Tf32),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
             _ => Err(Error::Config(format!(
-                "unknown precision `{s}`: use f32 or bf16"
+                "unknown precision `{s}`: use f32, tf32 or bf16"
             ))),
         }
     }
@@ -184,6 +229,17 @@ impl FromStr for Precision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calls into LibTorch's C++ context reach it: the flag reads back as set.
+    #[test]
+    fn tf32_is_switched_off_and_on() {
+        set_tf32(true);
+        assert!(tf32_allowed());
+        set_tf32(false);
+        assert!(!tf32_allowed());
+        assert_eq!("tf32".parse::<Precision>().unwrap(), Precision::Tf32);
+        assert_eq!(Precision::Tf32.compute_kind(), Kind::Float);
+    }
 
     #[test]
     fn devices_parse_and_print() {

@@ -147,6 +147,9 @@ impl Hybrid {
     /// Computes convolutions in `precision` from now on.
     pub fn set_precision(&mut self, precision: Precision) {
         self.compute = precision.compute_kind();
+        if self.device().is_cuda() {
+            crate::backend::set_tf32(precision == Precision::Tf32);
+        }
     }
 
     /// Moves the weights to float64 and computes in float64 (tests that compare two

@@ -72,8 +72,10 @@ pub struct RuntimeArgs {
 pub struct ComputeArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// f32, or bf16: convolutions in bfloat16 (for GPUs; the likelihood, KL terms,
-    /// weights and Adam state stay float32).
+    /// f32 (float32 throughout); tf32: on NVIDIA GPUs, convolutions and matrix products
+    /// with TF32 inputs (PyTorch's default for convolutions; faster, relative errors near
+    /// 1e-3); or bf16: convolutions in bfloat16 (for GPUs; the likelihood, KL terms,
+    /// weights and Adam state stay float32). Test evaluations run in float32.
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
 }
