@@ -308,6 +308,83 @@ pub fn compare_at_equal_kl(rows: &[ResultRow], legend: &str, other: &str) -> Vec
         .collect()
 }
 
+/// One point of one curve against the other curve of the same seed, seed by seed: for
+/// each run of the point, the other curve drawn through that seed's runs alone and
+/// interpolated linearly at the run's KL. Paired by seed, the differences measure the
+/// gap with each seed's own noise in both curves, and their spread is the seed spread of
+/// the gap itself.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PairedBySeed {
+    /// The point's bottleneck, e.g. `vb:0.1`.
+    pub point: String,
+    /// `(seed, KL, difference)` of each run inside the other curve's KLs of its seed:
+    /// the run's test negative ELBO minus the other curve's at its KL (positive when the
+    /// other curve is better).
+    pub runs: Vec<(u64, f64, f64)>,
+    /// Runs outside the KLs that the other curve of their seed covers.
+    pub outside: usize,
+    /// Mean of the differences and their standard deviation (`None` below two runs).
+    pub mean_difference: Option<f64>,
+    pub sd_difference: Option<f64>,
+}
+
+/// The test negative ELBO of `curve` (`(KL, -ELBO)` sorted by KL) at `kl`, linearly
+/// between its two neighbours; `None` outside its KLs.
+fn interpolate(curve: &[(f64, f64)], kl: f64) -> Option<f64> {
+    let w = curve.windows(2).find(|w| w[0].0 <= kl && kl <= w[1].0)?;
+    let span = w[1].0 - w[0].0;
+    let t = if span > 0.0 {
+        (kl - w[0].0) / span
+    } else {
+        0.0
+    };
+    Some(w[0].1 + t * (w[1].1 - w[0].1))
+}
+
+/// Each point of the curve whose style has `legend` against the curve whose style has
+/// `other`, seed by seed (see [`PairedBySeed`]).
+pub fn compare_by_seed(rows: &[ResultRow], legend: &str, other: &str) -> Vec<PairedBySeed> {
+    let style = |r: &ResultRow| r.spec.plot_style().legend;
+    let mut specs: Vec<BottleneckSpec> = Vec::new();
+    for r in rows.iter().filter(|r| style(r) == legend) {
+        if !specs.contains(&r.spec) {
+            specs.push(r.spec);
+        }
+    }
+    specs
+        .into_iter()
+        .map(|spec| {
+            let mut runs = Vec::new();
+            let mut outside = 0;
+            for r in rows.iter().filter(|r| r.spec == spec) {
+                let mut curve: Vec<(f64, f64)> = rows
+                    .iter()
+                    .filter(|o| style(o) == other && o.seed == r.seed)
+                    .map(|o| (o.kl_bpd, o.nelbo_bpd))
+                    .collect();
+                curve.sort_by(|a, b| a.0.total_cmp(&b.0));
+                match interpolate(&curve, r.kl_bpd) {
+                    Some(at) => runs.push((r.seed, r.kl_bpd, r.nelbo_bpd - at)),
+                    None => outside += 1,
+                }
+            }
+            let d: Vec<f64> = runs.iter().map(|r| r.2).collect();
+            let n = d.len() as f64;
+            let mean = (!d.is_empty()).then(|| d.iter().sum::<f64>() / n);
+            let sd = mean
+                .filter(|_| d.len() > 1)
+                .map(|m| (d.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+            PairedBySeed {
+                point: spec.to_string(),
+                runs,
+                outside,
+                mean_difference: mean,
+                sd_difference: sd,
+            }
+        })
+        .collect()
+}
+
 /// A labelled panel: one row of sample images per entry, the label on its left.
 /// `rows` holds `(label, bytes [n, C, S, S])`.
 pub fn samples_panel(
@@ -449,6 +526,40 @@ mod tests {
         assert!((c[0].other_spread.unwrap() - 0.15).abs() < 1e-12);
         assert!((c[0].difference.unwrap() - 0.5).abs() < 1e-12);
         assert_eq!(c[1].other_nelbo_bpd, None);
+    }
+
+    /// Two seeds. Seed 0: GD (KL 0.1, 5.0), (KL 0.3, 4.0); seed 1: GD (KL 0.1, 5.2),
+    /// (KL 0.2, 4.2). VB at KL 0.2 in seed 0 (4.8) meets GD's seed-0 line at 4.5:
+    /// +0.3; VB at KL 0.15 in seed 1 (4.9) meets seed 1's line at 4.7: +0.2; mean 0.25,
+    /// sd sqrt(0.005) (by hand). A third VB run (seed 1, KL 0.25) is beyond seed 1's
+    /// GD KLs (though inside seed 0's).
+    #[test]
+    fn points_compared_seed_by_seed_by_hand() {
+        let seeded = |kind, strength, nelbo, kl, seed| ResultRow {
+            seed,
+            ..row(kind, strength, nelbo, kl)
+        };
+        let rows = vec![
+            seeded("gd", 0.1, 5.0, 0.1, 0),
+            seeded("gd", 0.5, 4.0, 0.3, 0),
+            seeded("gd", 0.1, 5.2, 0.1, 1),
+            seeded("gd", 0.5, 4.2, 0.2, 1),
+            seeded("vb", 0.1, 4.8, 0.2, 0),
+            seeded("vb", 0.1, 4.9, 0.15, 1),
+            seeded("vb", 1.0, 6.0, 0.25, 1),
+        ];
+        let gd = BottleneckSpec::Gd { rate: 0.1 }.plot_style().legend;
+        let vb = BottleneckSpec::Vb { beta: 0.1 }.plot_style().legend;
+        let c = compare_by_seed(&rows, vb, gd);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].point, "vb:0.1");
+        assert_eq!(c[0].runs.len(), 2);
+        assert!((c[0].runs[0].2 - 0.3).abs() < 1e-12, "{:?}", c[0].runs);
+        assert!((c[0].runs[1].2 - 0.2).abs() < 1e-12, "{:?}", c[0].runs);
+        assert!((c[0].mean_difference.unwrap() - 0.25).abs() < 1e-12);
+        assert!((c[0].sd_difference.unwrap() - 0.005f64.sqrt()).abs() < 1e-12);
+        assert_eq!((c[1].runs.len(), c[1].outside), (0, 1));
+        assert_eq!(c[1].mean_difference, None);
     }
 
     #[test]

@@ -305,7 +305,8 @@ pub fn run(plan: SweepPlan) -> Result<()> {
         configs.push((m.name.clone(), config));
     }
     std::fs::create_dir_all(&args.out).at(&args.out)?;
-    record_members(&args.out, &members)?;
+    // Every run of the directory, this sweep's and earlier ones', for results.csv.
+    let recorded = record_members(&args.out, &members)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if let Some(options) = &args.slurm {
         let runtime = TaskRuntime {
@@ -313,7 +314,7 @@ pub fn run(plan: SweepPlan) -> Result<()> {
             device: args.device,
             precision: args.precision,
         };
-        return submit_to_slurm(args, &configs, runtime, options);
+        return submit_to_slurm(args, &configs, &recorded, runtime, options);
     }
     let threads = args.threads.unwrap_or((cores / args.jobs).max(1));
     // The children get the same Ctrl-C (or SIGTERM to the process group), checkpoint and
@@ -373,7 +374,7 @@ pub fn run(plan: SweepPlan) -> Result<()> {
                         m.name, r.nelbo_bpd, r.kl_bpd
                     );
                 }
-                write_csv(&args.out, &collect_rows(&args.out, &members))?;
+                write_csv(&args.out, &collect_rows(&args.out, &recorded))?;
             } else if saved_state(&run).is_some_and(|s| s.finished) && !stop.load(Ordering::SeqCst)
             {
                 println!("{:<12} evaluating on the whole test set", m.name);
@@ -382,12 +383,12 @@ pub fn run(plan: SweepPlan) -> Result<()> {
             }
         }
     }
-    let rows = collect_rows(&args.out, &members);
+    let rows = collect_rows(&args.out, &recorded);
     write_csv(&args.out, &rows)?;
     if stop.load(Ordering::SeqCst) {
+        let done = collect_rows(&args.out, &members).len();
         println!(
-            "interrupted: {} of {} runs finished; run the same command again to resume",
-            rows.len(),
+            "interrupted: {done} of {} runs finished; run the same command again to resume",
             members.len()
         );
         return Ok(());
@@ -410,9 +411,14 @@ pub fn run(plan: SweepPlan) -> Result<()> {
 
 /// Writes every member's `config.json` and submits the members that are neither done nor
 /// queued at SLURM as one array job.
+///
+/// The array's task `i` is member `i` of the directory's `members.txt` (`recorded`, this
+/// sweep's members and earlier sweeps'), so that task numbers mean the same run in every
+/// submission to the directory and in `--status`.
 fn submit_to_slurm(
     plan: &SweepPlan,
     configs: &[(String, ExperimentConfig)],
+    recorded: &[Member],
     runtime: TaskRuntime,
     options: &SlurmOptions,
 ) -> Result<()> {
@@ -420,13 +426,17 @@ fn submit_to_slurm(
         .into_iter()
         .map(|(i, _)| i)
         .collect();
-    let mut all_runs = Vec::with_capacity(configs.len());
+    let out = std::fs::canonicalize(&plan.out).at(&plan.out)?;
+    let all_runs: Vec<PathBuf> = recorded.iter().map(|m| out.join(&m.name)).collect();
     let mut tasks = Vec::new();
-    for (index, (name, config)) in configs.iter().enumerate() {
+    for (name, config) in configs {
         let run = RunDir::new(plan.out.join(name));
         write_member_config(&run, config)?;
-        let path = std::fs::canonicalize(&run.path).at(&run.path)?;
-        all_runs.push(path.clone());
+        let index = recorded
+            .iter()
+            .position(|m| &m.name == name)
+            .expect("the sweep's members are recorded");
+        let path = all_runs[index].clone();
         if finished(&run).is_some() {
             println!("{name:<12} finished earlier, skipped");
         } else if queued.contains(&index) {
@@ -439,7 +449,6 @@ fn submit_to_slurm(
         println!("nothing to submit; see `ibvae sweep ... --status`");
         return Ok(());
     }
-    let out = std::fs::canonicalize(&plan.out).at(&plan.out)?;
     let script = crate::slurm::script(&out, &tasks, &all_runs, runtime, options)?;
     let (path, job) = crate::slurm::submit(&out, &script, options.dry_run)?;
     match job {
@@ -463,16 +472,24 @@ fn submit_to_slurm(
 const MEMBERS_FILE: &str = "members.txt";
 
 /// Records the sweep's members (in order, with their seeds), so that `--status` needs
-/// only `--out`.
-fn record_members(out: &Path, members: &[Member]) -> Result<()> {
-    let text: String = members
+/// only `--out`, after those recorded by earlier sweeps into the same directory (a sweep
+/// run seed by seed keeps every seed's runs in `results.csv`). Returns them all.
+fn record_members(out: &Path, members: &[Member]) -> Result<Vec<Member>> {
+    let mut all = recorded_members(out).unwrap_or_default();
+    for m in members {
+        if !all.iter().any(|a| a.name == m.name) {
+            all.push(m.clone());
+        }
+    }
+    let text: String = all
         .iter()
         .map(|m| match m.seed {
             Some(s) => format!("{} {s}\n", m.spec),
             None => format!("{}\n", m.spec),
         })
         .collect();
-    crate::fsutil::write_atomic_str(&out.join(MEMBERS_FILE), &text)
+    crate::fsutil::write_atomic_str(&out.join(MEMBERS_FILE), &text)?;
+    Ok(all)
 }
 
 /// The members recorded by [`record_members`].
@@ -606,6 +623,27 @@ pub fn run_dir(sweep: &Path, row: &ResultRow) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sweep run seed by seed into one directory keeps every seed's members, in the
+    /// order they were first recorded, each once.
+    #[test]
+    fn members_of_successive_sweeps_are_recorded_together() {
+        let tmp = tempfile::tempdir().unwrap();
+        let gd: BottleneckSpec = "gd:0.1".parse().unwrap();
+        let vb: BottleneckSpec = "vb:1".parse().unwrap();
+        let first = [Member::new(gd, Some(0)), Member::new(vb, Some(0))];
+        let second = [Member::new(gd, Some(1)), Member::new(gd, Some(0))];
+        record_members(tmp.path(), &first).unwrap();
+        let all = record_members(tmp.path(), &second).unwrap();
+        let names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["gd-0.1-s0", "vb-1-s0", "gd-0.1-s1"]);
+        let read: Vec<String> = recorded_members(tmp.path())
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(read, names);
+    }
 
     #[test]
     fn a_rebuilt_binary_is_started_from_its_path() {

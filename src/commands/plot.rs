@@ -147,7 +147,37 @@ fn compare_curves(rows: &[crate::sweep::ResultRow], out: &std::path::Path) -> Re
             c.difference.map_or("-".into(), |d| format!("{d:+.4}"))
         );
     }
-    let json = serde_json::json!({ "vb_vs_gd": vb_vs_gd, "gd_vs_vb": gd_vs_vb });
+    let paired = crate::plot::compare_by_seed(rows, vb, gd);
+    if paired.iter().any(|p| p.runs.len() > 1) {
+        println!("seed by seed (each VB run against the GD curve of its own seed; bits/dim):");
+        println!(
+            "{:<10} {:>5} {:>16} {:>8}",
+            "run", "runs", "mean difference", "sd"
+        );
+        for p in &paired {
+            let fmt = |v: Option<f64>, plus: bool| match v {
+                Some(v) if plus => format!("{v:+.4}"),
+                Some(v) => format!("{v:.4}"),
+                None => "-".into(),
+            };
+            println!(
+                "{:<10} {:>5} {:>16} {:>8}{}",
+                p.point,
+                p.runs.len(),
+                fmt(p.mean_difference, true),
+                fmt(p.sd_difference, false),
+                match p.outside {
+                    0 => String::new(),
+                    k => format!("  ({k} outside the KLs of its seed's GD runs)"),
+                }
+            );
+        }
+    }
+    let json = serde_json::json!({
+        "vb_vs_gd": vb_vs_gd,
+        "gd_vs_vb": gd_vs_vb,
+        "vb_vs_gd_by_seed": paired,
+    });
     let path = out.join("at_equal_kl.json");
     crate::fsutil::write_atomic_str(
         &path,
