@@ -30,16 +30,28 @@ pub fn run(args: PlotRequest) -> Result<()> {
     }
     let rows = crate::sweep::read_results(&csv)?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let preset = rows
-        .first()
-        .and_then(|r| {
-            RunDir::new(crate::sweep::run_dir(&args.sweep, r))
-                .read_config()
-                .ok()
-        })
-        .map(|c| c.preset)
+    let config = rows.first().and_then(|r| {
+        RunDir::new(crate::sweep::run_dir(&args.sweep, r))
+            .read_config()
+            .ok()
+    });
+    let preset = config
+        .as_ref()
+        .map(|c| c.preset.clone())
         .unwrap_or_default();
-    let title = format!("Latent use against fit, {preset} model, CIFAR-10 test set");
+    let title = match config {
+        Some(c) => format!(
+            "Latent use against fit: {} model, {s}x{s} {} test images",
+            c.preset,
+            if c.model.image_channels == 1 {
+                "grey"
+            } else {
+                "RGB"
+            },
+            s = c.model.image_size,
+        ),
+        None => "Latent use against fit, test set".to_string(),
+    };
     crate::plot::tradeoff(&rows, &args.out, &title)?;
     println!(
         "wrote {} and tradeoff.png",
