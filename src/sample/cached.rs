@@ -56,9 +56,9 @@ enum Access {
         kw: i64,
     },
     /// A stride-2 transposed convolution (kernel width `kw`) whose output is cropped from
-    /// column `col0` (and row 0): output `(r, c)` reads row `r / 2` and the columns `C`
-    /// with `0 <= c + col0 - 2 C < kw`.
-    Deconv { col0: i64 },
+    /// column `crop` (and row 0): output `(r, c)` reads row `r / 2` and the columns `C`
+    /// with `0 <= c + crop - 2 C < kw`.
+    Deconv { crop: i64 },
 }
 
 impl Access {
@@ -83,18 +83,18 @@ impl Access {
                     row * input.cols + col_hi
                 }
             }
-            Access::Deconv { col0, .. } => {
-                let col = ((c + col0) / 2).min(input.cols - 1);
+            Access::Deconv { crop } => {
+                let col = ((c + crop) / 2).min(input.cols - 1);
                 (r / 2) * input.cols + col
             }
         }
     }
 }
 
-/// A convolution of one input map, with its effective weights, where the output is
-/// read: a shifted convolution, optionally followed by a shift of its output by one row
-/// (`down_shift`) or one column (`right_shift`), which moves the window and zeroes the
-/// first row or column.
+/// A convolution of one input map with its effective weights, and the window each output
+/// position reads: a shifted convolution, optionally followed by a shift of its output by
+/// one row (`down_shift`) or one column (`right_shift`), which moves the window by one and
+/// zeroes the first row or column.
 struct Term {
     input: usize,
     weight: Tensor,
@@ -119,6 +119,11 @@ enum After {
 impl Term {
     fn new(input: usize, conv: &ShiftedConv2d, kind: tch::Kind, after: After) -> Self {
         let [kh, kw] = conv.conv.kernel();
+        // A shift of the output by one moves a stride-1 window by one.
+        assert!(
+            after == After::Nothing || conv.conv.stride == 1,
+            "a shifted output of a strided convolution"
+        );
         let (top, left) = match conv.shift {
             Shift::Down => (kh - 1, (kw - 1) / 2),
             Shift::DownRight => (kh - 1, kw - 1),
@@ -230,12 +235,13 @@ enum Op {
         conv2: Term,
         cond: Option<Tensor>,
     },
-    /// A transposed convolution, cropped as [`ShiftedDeconv2d`] crops it.
+    /// A transposed convolution, cropped as [`ShiftedDeconv2d`] crops it: from column
+    /// `crop`.
     Deconv {
         input: usize,
         weight: Tensor,
         bias: Tensor,
-        col0: i64,
+        crop: i64,
     },
 }
 
@@ -260,10 +266,15 @@ pub struct CachedPixelCnn {
 
 impl CachedPixelCnn {
     /// Prepares generation of `B` images of `channels` channels given the conditioning
-    /// map `cond` (`[B, cond_ch, H, W]`, the hybrid's `u`), computing in `kind`.
+    /// map `cond` (`[B, cond_ch, H, W]`, the hybrid's `u`; `H` and `W` divisible by 4, as
+    /// for [`PixelCnnPp::forward`]), computing in `kind`.
     pub fn new(net: &PixelCnnPp, cond: &Tensor, channels: i64, kind: tch::Kind) -> Self {
         let s = cond.size();
         let (batch, rows, cols) = (s[0], s[2], s[3]);
+        assert!(
+            rows % 4 == 0 && cols % 4 == 0,
+            "PixelCNN++ needs sides divisible by 4, not {rows}x{cols}"
+        );
         let device = cond.device();
         let cond = cond.to_kind(kind);
         let pool = |k: i64| cond.avg_pool2d([k, k], [k, k], [0, 0], false, true, None::<i64>);
@@ -276,7 +287,7 @@ impl CachedPixelCnn {
             kind,
             device,
         };
-        // The image and a channel of ones, zero where no pixel has been drawn yet.
+        // The image's channels (zero until drawn), then a channel of ones.
         let image = b.map(channels + 1, rows, cols);
         let _ = b.maps[image].t.narrow(1, channels, 1).fill_(1.0);
         let u0 = b.convs(
@@ -331,6 +342,11 @@ impl CachedPixelCnn {
                 ul = b.gated(gul, ul, vec![u, saved_ul], &hs[res]);
             }
         }
+        assert_eq!(
+            (b.maps[ul].rows, b.maps[ul].cols),
+            (rows, cols),
+            "the last map has the image's size"
+        );
         Self {
             maps: b.maps,
             nodes: b.nodes,
@@ -384,6 +400,8 @@ impl CachedPixelCnn {
             let out = &self.maps[node.out];
             let start = out.done;
             let mut end = start;
+            // Stops at the first position not ready: positions are computed in raster
+            // order, never past one that is waiting.
             while end < out.len() {
                 let (r, c) = (end / out.cols, end % out.cols);
                 let ready = node
@@ -432,19 +450,24 @@ fn rectangles(start: i64, end: i64, cols: i64) -> Vec<(i64, i64, i64, i64)> {
     out
 }
 
-/// The outputs of `op` at rows `r0..r1`, columns `c0..c1`.
-fn compute(op: &Op, maps: &[Map], r0: i64, r1: i64, c0: i64, c1: i64) -> Tensor {
-    let at = |m: usize| maps[m].t.narrow(2, r0, r1 - r0).narrow(3, c0, c1 - c0);
+/// The outputs of `op` at rows `r0..r1`, columns `col0..col1`.
+fn compute(op: &Op, maps: &[Map], r0: i64, r1: i64, col0: i64, col1: i64) -> Tensor {
+    let at = |m: usize| {
+        maps[m]
+            .t
+            .narrow(2, r0, r1 - r0)
+            .narrow(3, col0, col1 - col0)
+    };
     match op {
         Op::Convs(terms) => {
-            let mut sum = terms[0].compute(maps, r0, r1, c0, c1);
+            let mut sum = terms[0].compute(maps, r0, r1, col0, col1);
             for t in &terms[1..] {
-                sum += t.compute(maps, r0, r1, c0, c1);
+                sum += t.compute(maps, r0, r1, col0, col1);
             }
             sum
         }
         Op::GateIn { conv1, a, nin_a } => {
-            let mut c1v = conv1.compute(maps, r0, r1, c0, c1);
+            let mut c1 = conv1.compute(maps, r0, r1, col0, col1);
             if let Some((w, bias)) = nin_a {
                 let parts: Vec<Tensor> = a.iter().map(|&m| at(m)).collect();
                 let a = if parts.len() == 1 {
@@ -452,14 +475,14 @@ fn compute(op: &Op, maps: &[Map], r0: i64, r1: i64, c0: i64, c1: i64) -> Tensor 
                 } else {
                     Tensor::cat(&parts, 1)
                 };
-                c1v += concat_elu(&a).conv2d(w, Some(bias), [1, 1], [0, 0], [1, 1], 1);
+                c1 += concat_elu(&a).conv2d(w, Some(bias), [1, 1], [0, 0], [1, 1], 1);
             }
-            concat_elu(&c1v)
+            concat_elu(&c1)
         }
         Op::GateOut { x, conv2, cond } => {
-            let mut c2 = conv2.compute(maps, r0, r1, c0, c1);
+            let mut c2 = conv2.compute(maps, r0, r1, col0, col1);
             if let Some(cond) = cond {
-                c2 += cond.narrow(2, r0, r1 - r0).narrow(3, c0, c1 - c0);
+                c2 += cond.narrow(2, r0, r1 - r0).narrow(3, col0, col1 - col0);
             }
             let gates = c2.chunk(2, 1);
             at(*x) + &gates[0] * gates[1].sigmoid()
@@ -468,17 +491,17 @@ fn compute(op: &Op, maps: &[Map], r0: i64, r1: i64, c0: i64, c1: i64) -> Tensor 
             input,
             weight,
             bias,
-            col0,
+            crop,
         } => {
             let map = &maps[*input];
             let kw = weight.size()[3];
             let (rr0, rr1) = (r0 / 2, (r1 - 1) / 2 + 1);
-            let cc0 = (c0 + col0 - kw + 2).div_euclid(2).max(0);
-            let cc1 = ((c1 - 1 + col0) / 2 + 1).min(map.cols);
+            let cc0 = (col0 + crop - kw + 2).div_euclid(2).max(0);
+            let cc1 = ((col1 - 1 + crop) / 2 + 1).min(map.cols);
             let window = map.t.narrow(2, rr0, rr1 - rr0).narrow(3, cc0, cc1 - cc0);
             let y = window.conv_transpose2d(weight, Some(bias), [2, 2], [0, 0], [0, 0], 1, [1, 1]);
             y.narrow(2, r0 - 2 * rr0, r1 - r0)
-                .narrow(3, c0 + col0 - 2 * cc0, c1 - c0)
+                .narrow(3, col0 + crop - 2 * cc0, col1 - col0)
         }
     }
 }
@@ -537,13 +560,14 @@ impl Builder {
             concat_elu: true,
             ..Term::new(x, &g.conv1, kind, After::Nothing)
         };
-        let mut reads = vec![(x, conv1.access())];
-        reads.extend(a.iter().map(|&m| (m, Access::Same)));
         let nin_a = g
             .nin_a
             .as_ref()
             .map(|n| (n.weight(kind), n.b.to_kind(kind)));
+        // Without a short-cut convolution the block reads no short-cut input.
         let a = if nin_a.is_some() { a } else { Vec::new() };
+        let mut reads = vec![(x, conv1.access())];
+        reads.extend(a.iter().map(|&m| (m, Access::Same)));
         let hidden = self.node(2 * nf, rows, cols, Op::GateIn { conv1, a, nin_a }, reads);
         let conv2 = Term::new(hidden, &g.conv2, kind, After::Nothing);
         let reads = vec![(hidden, conv2.access()), (x, Access::Same)];
@@ -555,7 +579,12 @@ impl Builder {
         let kind = self.kind;
         let weight = d.deconv.weight(kind);
         let kw = weight.size()[3];
-        let col0 = match d.shift {
+        // Rows: output row r reads input row r / 2 alone (kernel height 2, stride 2).
+        assert!(
+            weight.size()[2] == 2 && d.deconv.stride == 2,
+            "the cached sampler knows stride-2 transposed convolutions of height 2"
+        );
+        let crop = match d.shift {
             Shift::Down => (kw - 1) / 2,
             Shift::DownRight => 0,
         };
@@ -565,9 +594,9 @@ impl Builder {
             input,
             weight,
             bias: d.deconv.b.to_kind(kind),
-            col0,
+            crop,
         };
-        self.node(ch, rows, cols, op, vec![(input, Access::Deconv { col0 })])
+        self.node(ch, rows, cols, op, vec![(input, Access::Deconv { crop })])
     }
 }
 

@@ -28,7 +28,8 @@ pub enum Method {
     /// Every activation cached, each position computed once.
     #[default]
     Cached,
-    /// The network rerun on the rows drawn so far, for every pixel.
+    /// The network rerun, for every pixel, on the rows drawn so far (rounded up to a
+    /// multiple of 4).
     Rows,
     /// The whole network rerun for every pixel.
     Naive,
@@ -75,6 +76,16 @@ pub fn sample_given_u(
     draw: &Draw,
     mut progress: impl FnMut(usize, usize),
 ) -> Vec<u8> {
+    let s = u.size();
+    assert_eq!(
+        (s[2] as usize, s[3] as usize),
+        (draw.size, draw.size),
+        "the decoder's map has the drawn images' size"
+    );
+    assert_eq!(
+        draw.channels, model.config.image_channels,
+        "the model's image channels are drawn"
+    );
     tch::no_grad(|| match draw.method {
         Method::Cached => sample_cached(model, u, draw, &mut progress),
         Method::Rows => sample_rows(model, u, draw, true, &mut progress),
@@ -82,7 +93,7 @@ pub fn sample_given_u(
     })
 }
 
-/// The bytes drawn so far and their values in `[-1, 1]`, and the random stream.
+/// The bytes drawn so far and the random stream they are drawn from.
 struct Canvas {
     bytes: Vec<u8>,
     rng: rand::rngs::StdRng,
