@@ -231,6 +231,16 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+/// How samples are computed.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// How the network is computed while drawing: cached (each activation once), rows
+    /// (rerun on the rows drawn) or naive (rerun whole for every pixel): the same images
+    /// but for float32 rounding, which can move a draw across a level (rarely).
+    #[arg(long, default_value = "cached")]
+    pub method: Method,
+}
+
 #[derive(Debug, Args)]
 pub struct SampleArgs {
     /// Run directory.
@@ -250,10 +260,8 @@ pub struct SampleArgs {
     /// Images per row of the grid [default: a square grid].
     #[arg(long)]
     pub cols: Option<usize>,
-    /// How the network is computed while drawing: cached (each activation once), rows
-    /// (rerun on the rows drawn) or naive (rerun whole for every pixel); the same images.
-    #[arg(long, default_value = "cached")]
-    pub method: Method,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -277,10 +285,8 @@ pub struct ReconstructArgs {
     /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
-    /// How the network is computed while drawing: cached (each activation once), rows
-    /// (rerun on the rows drawn) or naive (rerun whole for every pixel); the same images.
-    #[arg(long, default_value = "cached")]
-    pub method: Method,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

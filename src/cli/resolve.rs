@@ -114,7 +114,7 @@ pub fn run(cli: Cli) -> Result<()> {
             temperature: a.temperature,
             out: a.out,
             cols: a.cols,
-            method: a.method,
+            method: a.sampling.method,
             runtime: a.runtime.resolve(),
         }),
         Command::Reconstruct(a) => sample::reconstruct(sample::ReconstructRequest {
@@ -124,7 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
             data: a.data,
             seed: a.seed,
             out: a.out,
-            method: a.method,
+            method: a.sampling.method,
             runtime: a.runtime.resolve(),
         }),
         Command::Plot(a) => plot::run(plot::PlotRequest {
