@@ -61,7 +61,10 @@ pub fn run(args: PlotRequest) -> Result<()> {
     if args.samples == 0 {
         return Ok(());
     }
-    // The weakest and the strongest run of each curve (two GD rates, two VB weights).
+    // The weakest and the strongest run of each curve (two GD rates, two VB weights), of
+    // the first seed when the sweep has several.
+    let first_seed = rows.iter().map(|r| r.seed).min().unwrap_or(0);
+    let seeded = rows.iter().any(|r| r.seed != first_seed);
     let mut chosen = Vec::new();
     let mut curves: Vec<crate::bottleneck::PlotStyle> = Vec::new();
     for r in rows.iter().filter(|r| r.spec.plot_style().curve) {
@@ -72,7 +75,7 @@ pub fn run(args: PlotRequest) -> Result<()> {
     for style in curves {
         let mut of_kind: Vec<&crate::sweep::ResultRow> = rows
             .iter()
-            .filter(|r| r.spec.plot_style() == style)
+            .filter(|r| r.spec.plot_style() == style && r.seed == first_seed)
             .collect();
         of_kind.sort_by(|a, b| a.spec.value().total_cmp(&b.spec.value()));
         if let Some(first) = of_kind.first() {
@@ -107,7 +110,15 @@ pub fn run(args: PlotRequest) -> Result<()> {
         });
         bar.finish_and_clear();
         panel.push((
-            format!("{} (KL {:.3})", row.spec.caption(), row.kl_bpd),
+            match seeded {
+                true => format!(
+                    "{} (seed {}, KL {:.3})",
+                    row.spec.caption(),
+                    row.seed,
+                    row.kl_bpd
+                ),
+                false => format!("{} (KL {:.3})", row.spec.caption(), row.kl_bpd),
+            },
             bytes,
         ));
     }
