@@ -284,7 +284,10 @@ mod tests {
         let model = Hybrid::new(&ModelConfig::tiny(), Device::Cpu).unwrap();
         let r = evaluate(&model, &random_images(3), options(3, 1, 4));
         let (k, iw) = (r.nelbo_k_bpd.unwrap(), r.iw_nll_bpd.unwrap());
-        assert!(iw <= k + 1e-9, "IW {iw} > mean ELBO {k}");
+        // Jensen: -log mean exp(elbo_k) <= -mean elbo_k for the same K draws. With an
+        // untrained model the K ELBOs nearly agree and the two sides differ by float32
+        // rounding (2e-6 relative seen), so equality is allowed up to 1e-5 relative.
+        assert!(iw <= k * (1.0 + 1e-5), "IW {iw} > mean ELBO {k}");
         assert!(r.gd_bound.is_none());
     }
 }
