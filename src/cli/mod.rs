@@ -336,7 +336,7 @@ pub struct BenchSampleArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// A run directory: time its model instead of the preset's (random weights).
-    #[arg(long, conflicts_with = "preset")]
+    #[arg(long, conflicts_with_all = ["preset", "bottleneck"])]
     pub run: Option<PathBuf>,
     /// Images drawn at once.
     #[arg(long, default_value_t = 16)]
