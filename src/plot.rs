@@ -268,32 +268,19 @@ pub struct AtEqualKl {
 /// `other` (e.g. every VB point against GD), from the means over seeds.
 pub fn compare_at_equal_kl(rows: &[ResultRow], legend: &str, other: &str) -> Vec<AtEqualKl> {
     let all = points(rows);
-    let mut curve: Vec<&Point> = all
+    let half = |s: &Spread| (s.hi - s.lo) / 2.0;
+    // (KL, [-ELBO, its spread]) of the other curve's points, in order of KL.
+    let mut curve: Vec<(f64, [f64; 2])> = all
         .iter()
         .filter(|p| p.spec.plot_style().legend == other)
+        .map(|p| (p.kl.mean, [p.nelbo.mean, half(&p.nelbo)]))
         .collect();
-    curve.sort_by(|a, b| a.kl.mean.total_cmp(&b.kl.mean));
-    let half = |s: &Spread| (s.hi - s.lo) / 2.0;
+    curve.sort_by(|a, b| a.0.total_cmp(&b.0));
     all.iter()
         .filter(|p| p.spec.plot_style().legend == legend)
         .map(|p| {
             let kl = p.kl.mean;
-            let pair = curve
-                .windows(2)
-                .find(|w| w[0].kl.mean <= kl && kl <= w[1].kl.mean);
-            let at = pair.map(|w| {
-                let span = w[1].kl.mean - w[0].kl.mean;
-                let t = if span > 0.0 {
-                    (kl - w[0].kl.mean) / span
-                } else {
-                    0.0
-                };
-                let lerp = |a: f64, b: f64| a + t * (b - a);
-                (
-                    lerp(w[0].nelbo.mean, w[1].nelbo.mean),
-                    lerp(half(&w[0].nelbo), half(&w[1].nelbo)),
-                )
-            });
+            let at = interpolate(&curve, kl).map(|[nelbo, spread]| (nelbo, spread));
             AtEqualKl {
                 point: p.spec.to_string(),
                 seeds: p.seeds,
@@ -328,9 +315,9 @@ pub struct PairedBySeed {
     pub sd_difference: Option<f64>,
 }
 
-/// The test negative ELBO of `curve` (`(KL, -ELBO)` sorted by KL) at `kl`, linearly
-/// between its two neighbours; `None` outside its KLs.
-fn interpolate(curve: &[(f64, f64)], kl: f64) -> Option<f64> {
+/// The values of `curve` (`(KL, values)` sorted by KL) at `kl`, each linearly between
+/// its two neighbours; `None` outside its KLs.
+fn interpolate<const N: usize>(curve: &[(f64, [f64; N])], kl: f64) -> Option<[f64; N]> {
     let w = curve.windows(2).find(|w| w[0].0 <= kl && kl <= w[1].0)?;
     let span = w[1].0 - w[0].0;
     let t = if span > 0.0 {
@@ -338,7 +325,9 @@ fn interpolate(curve: &[(f64, f64)], kl: f64) -> Option<f64> {
     } else {
         0.0
     };
-    Some(w[0].1 + t * (w[1].1 - w[0].1))
+    Some(std::array::from_fn(|i| {
+        w[0].1[i] + t * (w[1].1[i] - w[0].1[i])
+    }))
 }
 
 /// Each point of the curve whose style has `legend` against the curve whose style has
@@ -357,14 +346,14 @@ pub fn compare_by_seed(rows: &[ResultRow], legend: &str, other: &str) -> Vec<Pai
             let mut runs = Vec::new();
             let mut outside = 0;
             for r in rows.iter().filter(|r| r.spec == spec) {
-                let mut curve: Vec<(f64, f64)> = rows
+                let mut curve: Vec<(f64, [f64; 1])> = rows
                     .iter()
                     .filter(|o| style(o) == other && o.seed == r.seed)
-                    .map(|o| (o.kl_bpd, o.nelbo_bpd))
+                    .map(|o| (o.kl_bpd, [o.nelbo_bpd]))
                     .collect();
                 curve.sort_by(|a, b| a.0.total_cmp(&b.0));
                 match interpolate(&curve, r.kl_bpd) {
-                    Some(at) => runs.push((r.seed, r.kl_bpd, r.nelbo_bpd - at)),
+                    Some([at]) => runs.push((r.seed, r.kl_bpd, r.nelbo_bpd - at)),
                     None => outside += 1,
                 }
             }
