@@ -164,8 +164,7 @@ impl Term {
             self.stride * c0 - self.left,
             self.stride * (c1 - 1) - self.left + kw,
         );
-        let pre = |t: Tensor| if self.concat_elu { concat_elu(&t) } else { t };
-        let window = padded_window(&maps[self.input], rows, cols, pre);
+        let window = padded_window(&maps[self.input], rows, cols, self.concat_elu);
         let out = window.conv2d(
             &self.weight,
             Some(&self.bias),
@@ -184,31 +183,30 @@ impl Term {
     }
 }
 
-/// Rows `rows.0..rows.1` and columns `cols.0..cols.1` of `map`, through `pre`, with zeros
-/// where they lie outside it (the zero padding of the full convolution, which pads after
-/// `concat_elu` as this does).
-fn padded_window(
-    map: &Map,
-    rows: (i64, i64),
-    cols: (i64, i64),
-    pre: impl Fn(Tensor) -> Tensor,
-) -> Tensor {
+/// Rows `rows.0..rows.1` and columns `cols.0..cols.1` of `map`, through `concat_elu`
+/// when `elu_pair`, with zeros where they lie outside it (the zero padding of the full
+/// convolution, which pads after `concat_elu` as this does).
+fn padded_window(map: &Map, rows: (i64, i64), cols: (i64, i64), elu_pair: bool) -> Tensor {
     let (r_lo, r_hi) = (rows.0.max(0), rows.1.min(map.rows));
     let (c_lo, c_hi) = (cols.0.max(0), cols.1.min(map.cols));
     if r_hi <= r_lo || c_hi <= c_lo {
-        // Wholly outside: zeros of the shape `pre` gives.
-        let inside = map.t.narrow(2, 0, 1).narrow(3, 0, 1);
-        let ch = pre(inside).size()[1];
-        let b = map.t.size()[0];
+        // Wholly outside: zeros (concat_elu doubles the channels).
+        let s = map.t.size();
+        let ch = if elu_pair { 2 * s[1] } else { s[1] };
         return Tensor::zeros(
-            [b, ch, rows.1 - rows.0, cols.1 - cols.0],
+            [s[0], ch, rows.1 - rows.0, cols.1 - cols.0],
             (map.t.kind(), map.t.device()),
         );
     }
-    let inside = pre(map
+    let inside = map
         .t
         .narrow(2, r_lo, r_hi - r_lo)
-        .narrow(3, c_lo, c_hi - c_lo));
+        .narrow(3, c_lo, c_hi - c_lo);
+    let inside = if elu_pair {
+        concat_elu(&inside)
+    } else {
+        inside
+    };
     let pad = [c_lo - cols.0, cols.1 - c_hi, r_lo - rows.0, rows.1 - r_hi];
     if pad == [0; 4] {
         inside
