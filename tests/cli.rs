@@ -22,6 +22,21 @@ fn run_ok(args: &[&str]) -> Output {
     out
 }
 
+/// `ibvae plot` of the sweep in `sweep` into `figs`, with `samples` samples per run.
+fn plot(sweep: &Path, figs: &Path, samples: &str) -> Output {
+    run_ok(&[
+        "plot",
+        "--threads",
+        "1",
+        "--sweep",
+        sweep.to_str().unwrap(),
+        "--out",
+        figs.to_str().unwrap(),
+        "--samples",
+        samples,
+    ])
+}
+
 fn run_err(args: &[&str]) -> String {
     let out = ibvae().args(args).output().unwrap();
     assert!(!out.status.success(), "ibvae {args:?} should have failed");
@@ -629,17 +644,7 @@ fn a_sweep_of_three_runs_resumes_plots_and_samples() {
     );
     // Plot: both figures, and a panel of samples of the GD and VB runs.
     let figs = tmp.path().join("figs");
-    run_ok(&[
-        "plot",
-        "--threads",
-        "1",
-        "--sweep",
-        out.to_str().unwrap(),
-        "--out",
-        figs.to_str().unwrap(),
-        "--samples",
-        "2",
-    ]);
+    plot(&out, &figs, "2");
     for f in ["tradeoff.svg", "tradeoff.png", "samples.png"] {
         assert!(figs.join(f).exists(), "{f} missing");
     }
@@ -1003,17 +1008,7 @@ fn a_sweep_over_seeds_plots_means_with_error_bars() {
     // Two seeds, two different runs.
     assert_ne!(rows[1].split(',').nth(3), rows[2].split(',').nth(3));
     let figs = tmp.path().join("figs");
-    run_ok(&[
-        "plot",
-        "--threads",
-        "1",
-        "--sweep",
-        out.to_str().unwrap(),
-        "--out",
-        figs.to_str().unwrap(),
-        "--samples",
-        "0",
-    ]);
+    plot(&out, &figs, "0");
     let svg = std::fs::read_to_string(figs.join("tradeoff.svg")).unwrap();
     assert!(svg.contains("p=0.3 (2 seeds)"), "{svg}");
 }
