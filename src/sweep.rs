@@ -475,7 +475,10 @@ const MEMBERS_FILE: &str = "members.txt";
 /// only `--out`, after those recorded by earlier sweeps into the same directory (a sweep
 /// run seed by seed keeps every seed's runs in `results.csv`). Returns them all.
 fn record_members(out: &Path, members: &[Member]) -> Result<Vec<Member>> {
-    let mut all = recorded_members(out).unwrap_or_default();
+    let mut all = match out.join(MEMBERS_FILE).exists() {
+        true => recorded_members(out)?,
+        false => Vec::new(),
+    };
     for m in members {
         if !all.iter().any(|a| a.name == m.name) {
             all.push(m.clone());
