@@ -361,6 +361,28 @@ mod tests {
     use super::*;
     use crate::config::{ModelConfig, TrainConfig};
 
+    /// The training state goes through JSON in the checkpoint's metadata; a resumed run
+    /// must read its running sums back to the last bit (random doubles, by comparison).
+    #[test]
+    fn running_sums_survive_json_bit_for_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..20_000 {
+            let sums = EpochSums {
+                images: rng.random_range(0..1_000_000),
+                nelbo: rng.random::<f64>() * 1e4,
+                kl: rng.random::<f64>() * 1e-3,
+                recon: rng.random::<f64>(),
+                vb_rate: rng.random::<f64>() * 10.0,
+                aux_nll: rng.random::<f64>() * 1e6,
+                seconds: rng.random::<f64>(),
+            };
+            let text = serde_json::to_string(&sums).unwrap();
+            let back: EpochSums = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, sums, "{text}");
+        }
+    }
+
     fn saved_run(dir: &Path) -> (RunDir, ExperimentConfig, Hybrid) {
         let run = RunDir::new(dir.join("run"));
         let config = ExperimentConfig {
