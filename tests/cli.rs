@@ -1092,3 +1092,46 @@ fn a_model_file_shrunk_images_dropout_and_a_held_learning_rate() {
     ]);
     assert!(err.contains("`nr_filter` is not a model setting"), "{err}");
 }
+
+/// A run directory written by release 0.1.0 (`tests/fixtures/run-0.1.0`: the tiny preset
+/// with the model file below, vb:0.05, Polyak average, stopped at step 6 of 12) resumes
+/// to its end and evaluates with this release:
+/// `ibvae train --preset tiny --model m.json --bottleneck vb:0.05 --data DATA --run R
+/// --steps 12 --eval-every 3 --threads 1 --ema-decay 0.9 --image-size 16 --downsamples 2
+/// --stop-after 6`, with `m.json` = `{"nr_filters":4,"W":8,"Wb":4,"dec_out":4,
+/// "z_channels":2,"mix_hidden":14,"nr_mix":2,"v_dim":4}` and DATA the first 40 training
+/// and 12 test images of the shared CIFAR-10 (`mini_cifar`).
+#[test]
+fn a_run_directory_of_release_0_1_0_resumes_and_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run-0.1.0");
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    for file in ["checkpoint.safetensors", "metrics.jsonl"] {
+        std::fs::copy(fixture.join(file), run.join(file)).unwrap();
+    }
+    // The run's data directory was a temporary one: point it at this test's copy.
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("config.json")).unwrap()).unwrap();
+    config["train"]["data"] = serde_json::Value::from(data.to_str().unwrap());
+    std::fs::write(run.join("config.json"), config.to_string()).unwrap();
+    let run_s = run.to_str().unwrap();
+    let logged_before = metrics(&run);
+    assert_eq!(logged_before.len(), 2);
+
+    run_ok(&["train", "--run", run_s, "--resume", "--threads", "1"]);
+    let logged = metrics(&run);
+    let steps: Vec<u64> = logged.iter().map(|m| m["step"].as_u64().unwrap()).collect();
+    // Every third step and the end of the epoch of 40 images (10 steps of 4).
+    assert_eq!(steps, [3, 6, 9, 10, 12]);
+    // The lines of release 0.1.0 are kept as they were.
+    assert_eq!(logged[..2], logged_before[..]);
+    for m in &logged {
+        assert!(m["test"]["nelbo_bpd"].as_f64().unwrap().is_finite(), "{m}");
+    }
+    let out = run_ok(&["eval", "--threads", "1", "--run", run_s, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["nelbo_bpd"], logged[4]["test"]["nelbo_bpd"]);
+    assert!(report["vb_rate_bpd"].as_f64().unwrap() > 0.0);
+}
