@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bottleneck::BottleneckSpec;
 use crate::error::{Error, Result};
+use crate::model::bottleneck::BottleneckSpec;
 
 /// Every size of the hybrid model. Field names follow the reference `hybrid_ref.py`
 /// (its `W` and `Wb` are `width` and `block_width`; both spellings are read).
@@ -281,7 +281,7 @@ pub struct TrainConfig {
     #[serde(default)]
     pub lr_hold: f64,
     /// Adam's betas and epsilon (paper: 0.9, 0.999, 1e-8).
-    pub adam: crate::optim::AdamSettings,
+    pub adam: crate::training::optim::AdamSettings,
     /// Seed of the data order, the initialisation and all noise.
     pub seed: u64,
     /// Evaluate on the test set every this many steps, in addition to each epoch's end.
@@ -316,7 +316,7 @@ impl TrainConfig {
             lr_start: 1e-4,
             lr_end: 4e-6,
             lr_hold: 0.0,
-            adam: crate::optim::AdamSettings::default(),
+            adam: crate::training::optim::AdamSettings::default(),
             seed: 0,
             eval_every: None,
             eval_first: false,

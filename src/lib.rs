@@ -6,46 +6,27 @@
 //! variational bottleneck) on the autoregressive path, so that the latents must carry
 //! the global content of the image. The compute engine is LibTorch (through `tch`).
 //!
-//! Modules follow the model's parts and the layers of `docs/architecture.md`:
-//! - the model: [`hybrid`], [`vae`], [`pixelcnn`], [`bottleneck`], [`dmol`], [`nn`],
-//!   [`ops`], [`params`]
-//! - the experiment: [`config`], [`run`], [`train`], [`evaluate`], [`sample`], [`sweep`],
-//!   [`plot`], [`bench`], [`optim`]
-//! - the science: [`info`] (Theorem 1, the GD information bound), [`units`]
-//! - [`data`]: CIFAR-10 and IDX readers, download, batching
-//! - [`backend`]: devices, threads, seeds and precision
+//! The folders are the layers of `docs/architecture.md`, each using only those below it:
 //! - [`cli`] parses the command line; [`commands`] runs each command
+//! - [`experiment`]: sweeps (local and SLURM), their statistics and figures
+//! - [`training`]: the training step and loop, Adam and the Polyak average, evaluation,
+//!   sampling, the speed benchmark
+//! - [`io`]: data sets, run directories, checkpoints, tensor files, images
+//! - [`model`]: the hybrid model and its parts, the loss terms, Theorem 1, units
+//! - [`config`]: the one experiment config, the interface between all of them
+//! - [`engine`]: LibTorch's devices, threads, precision, randomness, and the crate's C++
 
-pub mod backend;
-pub mod bench;
-pub mod bottleneck;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod data;
-pub mod dmol;
+pub mod engine;
 pub mod error;
-pub mod evaluate;
-pub mod fsutil;
-pub mod hybrid;
-pub mod image;
-pub mod info;
-pub mod nn;
-pub mod ops;
-pub mod optim;
-pub mod params;
-pub mod pixelcnn;
-pub mod plot;
-pub mod reference;
-pub mod run;
-pub mod sample;
+pub mod experiment;
+pub mod io;
+pub mod model;
 pub mod signals;
-pub mod slurm;
-pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testing;
-pub mod train;
-pub mod units;
-pub mod vae;
+pub mod training;
 
 pub use error::{Error, Result};

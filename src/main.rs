@@ -2,7 +2,7 @@
 //! message and a non-zero exit code.
 
 use clap::Parser;
-use ibvae::backend::DeviceChoice;
+use ibvae::engine::DeviceChoice;
 
 fn main() {
     let cli = ibvae::cli::Cli::parse();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ibvae::params::{Stored, TensorFile};
+use ibvae::io::tensor_file::{Stored, TensorFile};
 
 fn ibvae() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ibvae"))

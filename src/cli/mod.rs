@@ -1,6 +1,6 @@
 //! The command line: clap types only. Flags shared by several commands are declared
 //! once, in a group; `resolve` turns each command's flags into the request the library
-//! runs (`crate::commands`, `crate::sweep`).
+//! runs (`crate::commands`, `crate::experiment::sweep`).
 
 mod resolve;
 mod slurm;
@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backend::{DeviceChoice, Precision};
-use crate::bottleneck::BottleneckSpec;
-use crate::sample::Method;
+use crate::engine::{DeviceChoice, Precision};
+use crate::model::bottleneck::BottleneckSpec;
+use crate::training::sample::Method;
 
 /// Information bottlenecks in hybrid VAE + PixelCNN++ image models (Rey & Mnih 2021).
 #[derive(Debug, Parser)]

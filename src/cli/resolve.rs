@@ -1,12 +1,12 @@
 //! Each command's flags, resolved into the request the library runs.
 
 use super::{Cli, Command, RunArgs, RuntimeArgs};
-use crate::backend::{DeviceChoice, Runtime};
 use crate::commands::{bench, evaluate, plot, reference, sample, tools, train};
 use crate::config::Overrides;
+use crate::engine::{DeviceChoice, Runtime};
 use crate::error::Result;
-use crate::slurm::SlurmOptions;
-use crate::train::StartMode;
+use crate::experiment::sweep::slurm::SlurmOptions;
+use crate::training::trainer::StartMode;
 
 impl RuntimeArgs {
     fn resolve(&self) -> Runtime {
@@ -78,8 +78,8 @@ pub fn run(cli: Cli) -> Result<()> {
             precision: a.compute.precision,
             stop_after: a.stop_after,
         }),
-        Command::Sweep(a) => crate::sweep::run(crate::sweep::SweepPlan {
-            members: crate::sweep::members(&a.gd, &a.vb, &a.baselines, &a.seeds)?,
+        Command::Sweep(a) => crate::experiment::sweep::run(crate::experiment::sweep::SweepPlan {
+            members: crate::experiment::sweep::members(&a.gd, &a.vb, &a.baselines, &a.seeds)?,
             preset: a.preset,
             overrides: a.settings.overrides(),
             data: a.settings.data,

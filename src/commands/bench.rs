@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::backend::{Precision, Runtime};
-use crate::bottleneck::BottleneckSpec;
 use crate::config::ModelConfig;
-use crate::data;
+use crate::engine::{Precision, Runtime};
 use crate::error::{Error, Result};
+use crate::io::data;
+use crate::model::bottleneck::BottleneckSpec;
 
 /// What `ibvae bench` was asked to time.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub fn run(args: BenchRequest) -> Result<()> {
             (train, dir.display().to_string())
         }
         None => (
-            crate::bench::random_images(&config, 1000, args.seed),
+            crate::training::bench::random_images(&config, 1000, args.seed),
             "random bytes".into(),
         ),
     };
@@ -58,14 +58,14 @@ pub fn run(args: BenchRequest) -> Result<()> {
         args.precision,
         images.len()
     );
-    let options = crate::bench::BenchOptions {
+    let options = crate::training::bench::BenchOptions {
         batch,
         steps: args.steps,
         seed: args.seed,
         device,
         precision: args.precision,
     };
-    let report = crate::bench::bench(&config, &images, options, |l| println!("{l}"))?;
+    let report = crate::training::bench::bench(&config, &images, options, |l| println!("{l}"))?;
     println!("params {}", report.params);
     let [f, b, o] = report.median_parts_s;
     println!(
@@ -98,7 +98,7 @@ pub struct BenchSampleRequest {
     pub run: Option<PathBuf>,
     /// Images drawn at once.
     pub n: usize,
-    pub methods: Vec<crate::sample::Method>,
+    pub methods: Vec<crate::training::sample::Method>,
     pub seed: u64,
     pub runtime: Runtime,
     pub precision: Precision,
@@ -116,12 +116,12 @@ pub fn sample(args: BenchSampleRequest) -> Result<()> {
     let device = args.runtime.start()?;
     let (label, mut model) = match &args.run {
         Some(dir) => {
-            let (config, model) = crate::run::load_for_inference(dir, device)?;
+            let (config, model) = crate::io::run_dir::load_for_inference(dir, device)?;
             (format!("run {} ({})", dir.display(), config.preset), model)
         }
         None => {
             let config = ModelConfig::preset(&args.preset)?.with_bottleneck(args.bottleneck);
-            let model = crate::hybrid::Hybrid::new(&config, device)?;
+            let model = crate::model::hybrid::Hybrid::new(&config, device)?;
             (format!("preset {} (random weights)", args.preset), model)
         }
     };
@@ -139,7 +139,7 @@ pub fn sample(args: BenchSampleRequest) -> Result<()> {
         args.precision,
         args.seed
     );
-    let draw = |method| crate::sample::Draw {
+    let draw = |method| crate::training::sample::Draw {
         channels: m.image_channels,
         size: m.image_size,
         temperature: 1.0,
@@ -151,7 +151,7 @@ pub fn sample(args: BenchSampleRequest) -> Result<()> {
     let mut times = Vec::new();
     for &method in &args.methods {
         let t0 = std::time::Instant::now();
-        let bytes = crate::sample::sample_prior(&model, args.n, &draw(method), |_, _| {});
+        let bytes = crate::training::sample::sample_prior(&model, args.n, &draw(method), |_, _| {});
         let secs = t0.elapsed().as_secs_f64();
         let same = match &first {
             Some(f) => {

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::backend::Runtime;
+use crate::engine::Runtime;
 use crate::error::{Error, Result};
-use crate::run::RunDir;
+use crate::io::run_dir::RunDir;
 
 /// What `ibvae eval` was asked to do.
 #[derive(Debug, Clone)]
@@ -27,16 +27,16 @@ pub fn run(args: EvalRequest) -> Result<()> {
     }
     let (config, model, data) = super::load_run(&args.run, args.data.as_ref(), &args.runtime)?;
     let batch = args.batch.unwrap_or(config.train.eval_batch);
-    let options = crate::evaluate::EvalOptions {
+    let options = crate::training::evaluate::EvalOptions {
         limit: None,
         batch,
         seed: config.train.seed,
         iw_samples: args.samples,
     };
-    let report = crate::evaluate::evaluate(&model, &data.test, options);
+    let report = crate::training::evaluate::evaluate(&model, &data.test, options);
     let run = RunDir::new(&args.run);
     let text = serde_json::to_string_pretty(&report).expect("reports serialise");
-    crate::fsutil::write_atomic_str(&run.eval_path(), &(text.clone() + "\n"))?;
+    crate::io::fsutil::write_atomic_str(&run.eval_path(), &(text.clone() + "\n"))?;
     if args.json {
         println!("{text}");
     } else {

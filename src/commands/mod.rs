@@ -11,11 +11,11 @@ pub mod train;
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::Runtime;
 use crate::config::ExperimentConfig;
-use crate::data::Dataset;
+use crate::engine::Runtime;
 use crate::error::Result;
-use crate::hybrid::Hybrid;
+use crate::io::data::Dataset;
+use crate::model::hybrid::Hybrid;
 
 /// A run's config and model (with its Polyak average when it keeps one) on the
 /// runtime's device, and its data (`data`, or the run's own), checked to fit.
@@ -25,12 +25,12 @@ pub(crate) fn load_run(
     runtime: &Runtime,
 ) -> Result<(ExperimentConfig, Hybrid, Dataset)> {
     let device = runtime.start()?;
-    let (config, model) = crate::run::load_for_inference(run, device)?;
+    let (config, model) = crate::io::run_dir::load_for_inference(run, device)?;
     let data_dir = data.cloned().unwrap_or_else(|| config.train.data.clone());
-    let dataset = crate::data::load_sized(&data_dir, config.train.image_size)?;
+    let dataset = crate::io::data::load_sized(&data_dir, config.train.image_size)?;
     let mut checked = config.clone();
     checked.train.data = data_dir;
-    crate::train::check_images_fit(&checked, &dataset)?;
+    crate::training::trainer::check_images_fit(&checked, &dataset)?;
     Ok((config, model, dataset))
 }
 

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use super::row_bar;
-use crate::backend::Runtime;
+use crate::engine::Runtime;
 use crate::error::{Error, Result};
-use crate::run::RunDir;
+use crate::io::run_dir::RunDir;
 
 /// What `ibvae plot` was asked to draw.
 #[derive(Debug, Clone)]
@@ -28,10 +28,10 @@ pub fn run(args: PlotRequest) -> Result<()> {
             args.sweep.display()
         )));
     }
-    let rows = crate::sweep::read_results(&csv)?;
+    let rows = crate::experiment::sweep::read_results(&csv)?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let config = rows.first().and_then(|r| {
-        RunDir::new(crate::sweep::run_dir(&args.sweep, r))
+        RunDir::new(crate::experiment::sweep::run_dir(&args.sweep, r))
             .read_config()
             .ok()
     });
@@ -52,7 +52,7 @@ pub fn run(args: PlotRequest) -> Result<()> {
         ),
         None => "Latent use against fit, test set".to_string(),
     };
-    crate::plot::tradeoff(&rows, &args.out, &title)?;
+    crate::experiment::plot::tradeoff(&rows, &args.out, &title)?;
     println!(
         "wrote {} and tradeoff.png",
         args.out.join("tradeoff.svg").display()
@@ -66,14 +66,14 @@ pub fn run(args: PlotRequest) -> Result<()> {
     let first_seed = rows.iter().map(|r| r.seed).min().unwrap_or(0);
     let seeded = rows.iter().any(|r| r.seed != first_seed);
     let mut chosen = Vec::new();
-    let mut curves: Vec<crate::bottleneck::PlotStyle> = Vec::new();
+    let mut curves: Vec<crate::model::bottleneck::PlotStyle> = Vec::new();
     for r in rows.iter().filter(|r| r.spec.plot_style().curve) {
         if !curves.contains(&r.spec.plot_style()) {
             curves.push(r.spec.plot_style());
         }
     }
     for style in curves {
-        let mut of_kind: Vec<&crate::sweep::ResultRow> = rows
+        let mut of_kind: Vec<&crate::experiment::sweep::ResultRow> = rows
             .iter()
             .filter(|r| r.spec.plot_style() == style && r.seed == first_seed)
             .collect();
@@ -93,19 +93,19 @@ pub fn run(args: PlotRequest) -> Result<()> {
     let mut panel = Vec::new();
     let (mut channels, mut size) = (3, 32);
     for row in chosen {
-        let dir = crate::sweep::run_dir(&args.sweep, row);
-        let (config, model) = crate::run::load_for_inference(&dir, device)?;
+        let dir = crate::experiment::sweep::run_dir(&args.sweep, row);
+        let (config, model) = crate::io::run_dir::load_for_inference(&dir, device)?;
         channels = config.model.image_channels;
         size = config.model.image_size;
-        let draw = crate::sample::Draw {
+        let draw = crate::training::sample::Draw {
             channels,
             size,
             temperature: 1.0,
             seed: args.seed,
-            method: crate::sample::Method::Cached,
+            method: crate::training::sample::Method::Cached,
         };
         let bar = row_bar(size, &format!("sampling {}", row.run));
-        let bytes = crate::sample::sample_prior(&model, args.samples, &draw, |r, _| {
+        let bytes = crate::training::sample::sample_prior(&model, args.samples, &draw, |r, _| {
             bar.set_position(r as u64)
         });
         bar.finish_and_clear();
@@ -123,7 +123,7 @@ pub fn run(args: PlotRequest) -> Result<()> {
         ));
     }
     let path = args.out.join("samples.png");
-    crate::plot::samples_panel(
+    crate::experiment::plot::samples_panel(
         &panel,
         args.samples,
         channels,
@@ -138,12 +138,15 @@ pub fn run(args: PlotRequest) -> Result<()> {
 /// Every VB point against the GD curve at the same KL (and the reverse), printed and
 /// written to `at_equal_kl.json`: the paper's question, whether GD reaches a better
 /// ELBO than VB for the same latent use.
-fn compare_curves(rows: &[crate::sweep::ResultRow], out: &std::path::Path) -> Result<()> {
-    use crate::bottleneck::BottleneckSpec;
+fn compare_curves(
+    rows: &[crate::experiment::sweep::ResultRow],
+    out: &std::path::Path,
+) -> Result<()> {
+    use crate::model::bottleneck::BottleneckSpec;
     let gd = BottleneckSpec::Gd { rate: 0.1 }.plot_style().legend;
     let vb = BottleneckSpec::Vb { beta: 0.1 }.plot_style().legend;
-    let vb_vs_gd = crate::plot::compare_at_equal_kl(rows, vb, gd);
-    let gd_vs_vb = crate::plot::compare_at_equal_kl(rows, gd, vb);
+    let vb_vs_gd = crate::experiment::plot::compare_at_equal_kl(rows, vb, gd);
+    let gd_vs_vb = crate::experiment::plot::compare_at_equal_kl(rows, gd, vb);
     if vb_vs_gd.is_empty() || gd_vs_vb.is_empty() {
         return Ok(());
     }
@@ -170,7 +173,7 @@ fn compare_curves(rows: &[crate::sweep::ResultRow], out: &std::path::Path) -> Re
             c.difference.map_or("-".into(), |d| format!("{d:+.4}"))
         );
     }
-    let paired = crate::plot::compare_by_seed(rows, vb, gd);
+    let paired = crate::experiment::plot::compare_by_seed(rows, vb, gd);
     if paired.iter().any(|p| p.runs.len() > 1) {
         println!("seed by seed (each VB run against the GD curve of its own seed; bits/dim):");
         println!(
@@ -202,7 +205,7 @@ fn compare_curves(rows: &[crate::sweep::ResultRow], out: &std::path::Path) -> Re
         "vb_vs_gd_by_seed": paired,
     });
     let path = out.join("at_equal_kl.json");
-    crate::fsutil::write_atomic_str(
+    crate::io::fsutil::write_atomic_str(
         &path,
         &(serde_json::to_string_pretty(&json).expect("serialises") + "\n"),
     )?;

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use crate::backend::Runtime;
 use crate::config::{ExperimentConfig, ModelConfig, TrainConfig};
-use crate::data;
+use crate::engine::Runtime;
 use crate::error::{Error, Result};
-use crate::run::RunDir;
+use crate::io::data;
+use crate::io::run_dir::RunDir;
 
 /// What `ibvae verify-torch` was asked to check.
 #[derive(Debug, Clone)]
@@ -33,11 +33,11 @@ pub fn verify(args: VerifyRequest) -> Result<()> {
         threads: args
             .runtime
             .threads
-            .or(crate::reference::Export::read(&args.file)?.threads),
+            .or(crate::io::reference::Export::read(&args.file)?.threads),
         ..args.runtime
     };
     let device = runtime.start()?;
-    let v = crate::reference::verify(&args.file, device)?;
+    let v = crate::io::reference::verify(&args.file, device)?;
     if args.json {
         println!(
             "{}",
@@ -76,8 +76,8 @@ pub fn verify(args: VerifyRequest) -> Result<()> {
 }
 
 pub fn import(args: ImportRequest) -> Result<()> {
-    let device = crate::backend::cpu();
-    let export = crate::reference::Export::read(&args.file)?;
+    let device = crate::engine::cpu();
+    let export = crate::io::reference::Export::read(&args.file)?;
     let model = export.model(&args.file.display().to_string(), device)?;
     let run = RunDir::new(&args.out);
     if run.has_config() {
@@ -102,7 +102,7 @@ pub fn import(args: ImportRequest) -> Result<()> {
         &model,
         None,
         None,
-        &crate::run::TrainState::fresh(),
+        &crate::io::run_dir::TrainState::fresh(),
     )?;
     println!(
         "wrote {} ({} parameters, preset {}, bottleneck {}); try `ibvae eval --run {}`",

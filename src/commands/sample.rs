@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use super::row_bar;
-use crate::backend::Runtime;
+use crate::engine::Runtime;
 use crate::error::{Error, Result};
-use crate::sample::Method;
+use crate::training::sample::Method;
 
 /// What `ibvae sample` was asked to draw.
 #[derive(Debug, Clone)]
@@ -46,25 +46,27 @@ pub fn sample(args: SampleRequest) -> Result<()> {
         return Err(Error::Config("--temperature must be positive".into()));
     }
     let device = args.runtime.start()?;
-    let (config, model) = crate::run::load_for_inference(&args.run, device)?;
+    let (config, model) = crate::io::run_dir::load_for_inference(&args.run, device)?;
     let m = &config.model;
     let bar = row_bar(m.image_size, "sampling");
     let t0 = std::time::Instant::now();
-    let draw = crate::sample::Draw {
+    let draw = crate::training::sample::Draw {
         channels: m.image_channels,
         size: m.image_size,
         temperature: args.temperature,
         seed: args.seed,
         method: args.method,
     };
-    let bytes =
-        crate::sample::sample_prior(&model, args.n, &draw, |r, _| bar.set_position(r as u64));
+    let bytes = crate::training::sample::sample_prior(&model, args.n, &draw, |r, _| {
+        bar.set_position(r as u64)
+    });
     bar.finish_and_clear();
     let cols = args
         .cols
         .unwrap_or_else(|| (args.n as f64).sqrt().ceil() as usize);
-    let (w, h, rgb) = crate::image::grid(&bytes, args.n, m.image_channels, m.image_size, cols, 2);
-    crate::image::write_png(&args.out, w, h, &rgb, 2)?;
+    let (w, h, rgb) =
+        crate::io::image::grid(&bytes, args.n, m.image_channels, m.image_size, cols, 2);
+    crate::io::image::write_png(&args.out, w, h, &rgb, 2)?;
     println!(
         "wrote {} ({} samples in {:.1} s)",
         args.out.display(),
@@ -83,16 +85,17 @@ pub fn reconstruct(args: ReconstructRequest) -> Result<()> {
     let n = args.n.min(data.test.len());
     let originals = data.test.take(n).pixels;
     let bar = row_bar(m.image_size, "reconstructing");
-    let draw = crate::sample::Draw {
+    let draw = crate::training::sample::Draw {
         channels: m.image_channels,
         size: m.image_size,
         temperature: 1.0,
         seed: args.seed,
         method: args.method,
     };
-    let recon = crate::sample::reconstruct(&model, &originals, n, args.samples, &draw, |r, _| {
-        bar.set_position(r as u64)
-    });
+    let recon =
+        crate::training::sample::reconstruct(&model, &originals, n, args.samples, &draw, |r, _| {
+            bar.set_position(r as u64)
+        });
     bar.finish_and_clear();
     // One row per image: the original, then its reconstructions.
     let plane = m.image_channels * m.image_size * m.image_size;
@@ -102,8 +105,9 @@ pub fn reconstruct(args: ReconstructRequest) -> Result<()> {
         cells.extend_from_slice(&recon[i * args.samples * plane..(i + 1) * args.samples * plane]);
     }
     let cols = args.samples + 1;
-    let (w, h, rgb) = crate::image::grid(&cells, n * cols, m.image_channels, m.image_size, cols, 2);
-    crate::image::write_png(&args.out, w, h, &rgb, 2)?;
+    let (w, h, rgb) =
+        crate::io::image::grid(&cells, n * cols, m.image_channels, m.image_size, cols, 2);
+    crate::io::image::write_png(&args.out, w, h, &rgb, 2)?;
     println!(
         "wrote {}: each row is a test image, then {} samples of x given z ~ q(z|x)",
         args.out.display(),

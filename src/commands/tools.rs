@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use crate::bottleneck::BottleneckSpec;
 use crate::config::ModelConfig;
-use crate::data::{self, download};
 use crate::error::{Error, Result};
-use crate::hybrid::{self, Hybrid};
-use crate::info::{self, BoundReport};
+use crate::io::data::{self, download};
+use crate::model::bottleneck::BottleneckSpec;
+use crate::model::hybrid::{self, Hybrid};
+use crate::model::info::{self, BoundReport};
 
 /// What `ibvae info-bound` was asked to compute.
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ pub fn params(args: ParamsRequest) -> Result<()> {
         .with_bottleneck(args.bottleneck)
         .with_images(args.channels, args.size);
     // Only shapes are needed: build on the CPU.
-    let model = Hybrid::new(&config, crate::backend::cpu())?;
+    let model = Hybrid::new(&config, crate::engine::cpu())?;
     for (part, n) in hybrid::param_counts(&model) {
         println!("{part:10} {n:>12}");
     }

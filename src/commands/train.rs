@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 
-use crate::backend::{Precision, Runtime};
-use crate::bottleneck::BottleneckSpec;
 use crate::config::{ExperimentConfig, Overrides};
-use crate::data;
+use crate::engine::{Precision, Runtime};
 use crate::error::Result;
-use crate::hybrid::Hybrid;
-use crate::run::RunDir;
-use crate::train::{Session, StartMode, prepare_run};
+use crate::io::data;
+use crate::io::run_dir::RunDir;
+use crate::model::bottleneck::BottleneckSpec;
+use crate::model::hybrid::Hybrid;
+use crate::training::trainer::{Session, StartMode, prepare_run};
 
 /// What `ibvae train` was asked to do.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ pub fn run(args: TrainRequest) -> Result<()> {
         run.path.display(),
         config.preset,
         config.model.bottleneck,
-        Hybrid::new(&config.model, crate::backend::cpu())?.num_params(),
+        Hybrid::new(&config.model, crate::engine::cpu())?.num_params(),
         n_train,
         data.test.len(),
         config.train.total_steps(n_train),
@@ -85,7 +85,7 @@ pub fn run(args: TrainRequest) -> Result<()> {
         stop,
         max_session_steps: args.stop_after,
     };
-    let outcome = crate::train::train(&run, &config, &data, &session)?;
+    let outcome = crate::training::trainer::train(&run, &config, &data, &session)?;
     if outcome.interrupted {
         println!(
             "stopped at step {}; resume with: ibvae train --run {} --resume",

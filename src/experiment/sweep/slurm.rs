@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::backend::{DeviceChoice, Precision};
+use crate::engine::{DeviceChoice, Precision};
 use crate::error::{Error, IoContext, Result};
 
 /// What a cluster needs to know about each task.
@@ -63,7 +63,7 @@ pub fn script(
     runtime: TaskRuntime,
     options: &SlurmOptions,
 ) -> Result<String> {
-    let exe = crate::sweep::ibvae_executable();
+    let exe = crate::experiment::sweep::ibvae_executable();
     let indices: Vec<String> = tasks.iter().map(|t| t.index.to_string()).collect();
     let name = sweep
         .file_name()
@@ -165,7 +165,7 @@ pub fn submit(sweep: &Path, script: &str, dry_run: bool) -> Result<(PathBuf, Opt
     let folder = dir(sweep);
     std::fs::create_dir_all(&folder).at(&folder)?;
     let path = folder.join("sweep.sbatch");
-    crate::fsutil::write_atomic_str(&path, script)?;
+    crate::io::fsutil::write_atomic_str(&path, script)?;
     if dry_run {
         return Ok((path, None));
     }
@@ -198,7 +198,7 @@ pub fn submit(sweep: &Path, script: &str, dry_run: bool) -> Result<(PathBuf, Opt
     let mut all = std::fs::read_to_string(&ids).unwrap_or_default();
     all.push_str(&id);
     all.push('\n');
-    crate::fsutil::write_atomic_str(&ids, &all)?;
+    crate::io::fsutil::write_atomic_str(&ids, &all)?;
     Ok((path, Some(id)))
 }
 

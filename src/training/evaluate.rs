@@ -7,13 +7,13 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::bottleneck::BottleneckSpec;
-use crate::data::{Batches, ImageSet, images_to_tensor};
-use crate::hybrid::Hybrid;
-use crate::info::BoundAccumulator;
-use crate::nn::Mode;
-use crate::ops::{host_f32, host_f64, per_image_sum};
-use crate::units::{bits_per_dim, nats_to_bits};
+use crate::io::data::{Batches, ImageSet, images_to_tensor};
+use crate::model::bottleneck::BottleneckSpec;
+use crate::model::hybrid::Hybrid;
+use crate::model::info::BoundAccumulator;
+use crate::model::nn::Mode;
+use crate::model::ops::{host_f32, host_f64, per_image_sum};
+use crate::model::units::{bits_per_dim, nats_to_bits};
 
 /// Theorem 1's bound for the GD layer, measured on the test set's `v`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,7 +154,9 @@ fn sum(t: &Tensor) -> f64 {
 
 /// Adds every pixel's `v` to the accumulator of its dimension.
 fn accumulate_v(acc: &mut Vec<BoundAccumulator>, v: &Tensor) {
-    let [b, k, h, w]: [usize; 4] = crate::ops::dims(v).try_into().expect("v is [B, k, H, W]");
+    let [b, k, h, w]: [usize; 4] = crate::model::ops::dims(v)
+        .try_into()
+        .expect("v is [B, k, H, W]");
     if acc.is_empty() {
         acc.resize(k, BoundAccumulator::default());
     }

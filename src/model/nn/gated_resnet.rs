@@ -17,7 +17,7 @@ use super::Mode;
 use super::conv::Conv2d;
 use super::shifted::{Shift, ShiftedConfig, ShiftedConv2d};
 use super::weight_norm::WnConv2d;
-use crate::ops::concat_elu;
+use crate::model::ops::concat_elu;
 
 /// Standard deviation of the initial conditioning weights (the reference's choice).
 const COND_INIT_STD: f64 = 0.05;
@@ -142,7 +142,7 @@ fn coins_from_words(words: &Tensor, shape: &[i64]) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::host_f32;
+    use crate::model::ops::host_f32;
 
     /// The coins are 0 or 1, each of the 32 bit positions of a draw is fair, and
     /// neighbours (bits of the same draw, and of consecutive draws) are uncorrelated:

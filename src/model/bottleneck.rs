@@ -67,7 +67,7 @@ impl BottleneckSpec {
     /// The Gaussian dropout noise level `sigma = sqrt(p / (1 - p))`, if this is GD.
     pub fn gd_sigma(&self) -> Option<f64> {
         match *self {
-            Self::Gd { rate } => Some(crate::info::gd_sigma(rate)),
+            Self::Gd { rate } => Some(crate::model::info::gd_sigma(rate)),
             _ => None,
         }
     }
@@ -289,7 +289,7 @@ pub fn apply_with_noise(
     let zero_rate = || Tensor::zeros([batch], (v.kind(), v.device()));
     match (*spec, noise) {
         (BottleneckSpec::Gd { rate }, Some(n)) => {
-            let sigma = crate::info::gd_sigma(rate);
+            let sigma = crate::model::info::gd_sigma(rate);
             // eps = 1 + sigma n ~ N(1, sigma^2), elementwise
             let eps = n * sigma + 1.0;
             BottleneckOutput {
@@ -303,7 +303,7 @@ pub fn apply_with_noise(
             // LibTorch's softplus is the identity above 20, which in float32 is the exact
             // value (log1p(e^-20) is below half an ulp of 20).
             let s = rho.softplus(); // [B, v_dim, H, W]
-            let rate = crate::ops::per_image_sum(&vb_kl(mu, &s)); // [B]
+            let rate = crate::model::ops::per_image_sum(&vb_kl(mu, &s)); // [B]
             let y = match noise {
                 Some(n) => mu + &s * n,
                 None => mu.shallow_clone(),
@@ -328,7 +328,7 @@ pub fn vb_kl(mu: &Tensor, s: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::host_f32;
+    use crate::model::ops::host_f32;
     use tch::{Device, Kind};
 
     #[test]
@@ -388,7 +388,7 @@ mod tests {
 
     /// `N(0, 1)` draws of `shape` from the test's own seeded generator.
     fn normal(shape: [i64; 4], seed: u64) -> Tensor {
-        crate::evaluate::host_normal(shape, seed, Device::Cpu)
+        crate::training::evaluate::host_normal(shape, seed, Device::Cpu)
     }
 
     #[test]

@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn bytes_scale_to_unit_interval() {
         let t = images_to_tensor(&[0, 255, 127, 128], [1, 1, 2, 2], Device::Cpu);
-        let v = crate::ops::host_f32(&t);
+        let v = crate::model::ops::host_f32(&t);
         assert_eq!(v[0], -1.0);
         assert_eq!(v[1], 1.0);
         assert!((v[2] - (127.0 / 127.5 - 1.0)).abs() < 1e-7);

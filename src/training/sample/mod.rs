@@ -16,11 +16,11 @@ pub mod cached;
 use rand::SeedableRng;
 use tch::Tensor;
 
-use crate::dmol;
 use crate::error::Error;
-use crate::evaluate::host_normal;
-use crate::hybrid::Hybrid;
-use crate::nn::Mode;
+use crate::model::dmol;
+use crate::model::hybrid::Hybrid;
+use crate::model::nn::Mode;
+use crate::training::evaluate::host_normal;
 
 /// How the network's outputs are computed while drawing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,7 +120,7 @@ impl Canvas {
     /// (`[n, P, 1, 1]`); returns the values drawn, `[n * C]` in `[-1, 1]`, image-major.
     fn draw_pixel(&mut self, params: &Tensor, at: usize) -> Vec<f32> {
         let p_len = params.size()[1] as usize;
-        let values = crate::ops::host_f32(params);
+        let values = crate::model::ops::host_f32(params);
         let mut drawn = Vec::with_capacity(self.n * self.channels);
         for i in 0..self.n {
             let pixel = dmol::sample_pixel(
@@ -256,7 +256,7 @@ pub fn reconstruct(
         }
     }
     let device = model.device();
-    let xt = crate::data::images_to_tensor(&rep, [n * k, channels, size, size], device);
+    let xt = crate::io::data::images_to_tensor(&rep, [n * k, channels, size, size], device);
     let u = tch::no_grad(|| {
         let (mean, logvar) = model.encode(&xt);
         let noise = host_normal(model.latent_shape(n * k, size), seed ^ 0xA5A5_0000, device);

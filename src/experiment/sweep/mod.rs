@@ -8,19 +8,21 @@
 //! a sweep and its runs, so every setting of a run reaches every member. Starting the
 //! same sweep again resumes the unfinished runs and skips the finished ones.
 
+pub mod slurm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::backend::{DeviceChoice, Precision};
-use crate::bottleneck::BottleneckSpec;
 use crate::config::{ExperimentConfig, Overrides};
+use crate::engine::{DeviceChoice, Precision};
 use crate::error::{Error, IoContext, Result};
-use crate::evaluate::EvalReport;
-use crate::run::{RunDir, TrainState};
-use crate::slurm::{SlurmOptions, Task, TaskRuntime};
+use crate::experiment::sweep::slurm::{SlurmOptions, Task, TaskRuntime};
+use crate::io::run_dir::{RunDir, TrainState};
+use crate::model::bottleneck::BottleneckSpec;
+use crate::training::evaluate::EvalReport;
 
 /// One configuration of the sweep.
 #[derive(Debug, Clone)]
@@ -266,7 +268,7 @@ fn write_csv(out: &Path, rows: &[Row]) -> Result<()> {
         text.push_str(&r.csv());
         text.push('\n');
     }
-    crate::fsutil::write_atomic_str(&out.join("results.csv"), &text)
+    crate::io::fsutil::write_atomic_str(&out.join("results.csv"), &text)
 }
 
 /// Runs the sweep.
@@ -287,9 +289,9 @@ pub fn run(plan: SweepPlan) -> Result<()> {
     let data = args
         .data
         .clone()
-        .unwrap_or_else(crate::data::default_data_dir);
+        .unwrap_or_else(crate::io::data::default_data_dir);
     // Fail early, in this process, on data that cannot be read.
-    let images = crate::data::load_sized(&data, args.overrides.image_size)?;
+    let images = crate::io::data::load_sized(&data, args.overrides.image_size)?;
     let data = std::fs::canonicalize(&data).at(&data)?;
     let shape = (images.test.channels, images.test.height);
     drop(images);
@@ -422,7 +424,7 @@ fn submit_to_slurm(
     runtime: TaskRuntime,
     options: &SlurmOptions,
 ) -> Result<()> {
-    let queued: Vec<usize> = crate::slurm::task_states(&plan.out)
+    let queued: Vec<usize> = crate::experiment::sweep::slurm::task_states(&plan.out)
         .into_iter()
         .map(|(i, _)| i)
         .collect();
@@ -449,8 +451,9 @@ fn submit_to_slurm(
         println!("nothing to submit; see `ibvae sweep ... --status`");
         return Ok(());
     }
-    let script = crate::slurm::script(&out, &tasks, &all_runs, runtime, options)?;
-    let (path, job) = crate::slurm::submit(&out, &script, options.dry_run)?;
+    let script =
+        crate::experiment::sweep::slurm::script(&out, &tasks, &all_runs, runtime, options)?;
+    let (path, job) = crate::experiment::sweep::slurm::submit(&out, &script, options.dry_run)?;
     match job {
         Some(id) => println!(
             "submitted job {id}: {} array task(s), script {}\nfollow it with `squeue -j {id}` \
@@ -491,7 +494,7 @@ fn record_members(out: &Path, members: &[Member]) -> Result<Vec<Member>> {
             None => format!("{}\n", m.spec),
         })
         .collect();
-    crate::fsutil::write_atomic_str(&out.join(MEMBERS_FILE), &text)?;
+    crate::io::fsutil::write_atomic_str(&out.join(MEMBERS_FILE), &text)?;
     Ok(all)
 }
 
@@ -518,7 +521,7 @@ fn recorded_members(out: &Path) -> Result<Vec<Member>> {
 /// One line per member: done, queued or running at SLURM, stopped or not started, its
 /// step and its last test figure; then `results.csv` refreshed.
 fn show_status(out: &Path, members: &[Member]) -> Result<()> {
-    let states = crate::slurm::task_states(out);
+    let states = crate::experiment::sweep::slurm::task_states(out);
     println!(
         "{:<12} {:<12} {:>8}  last test -ELBO (bits/dim)",
         "run", "state", "step"

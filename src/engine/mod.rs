@@ -2,6 +2,8 @@
 //! precision. The engine is LibTorch (through `tch`): tensors, autograd, cuDNN on NVIDIA
 //! GPUs and oneDNN on the CPU are PyTorch's own.
 
+pub mod random;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -65,7 +65,7 @@ pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8], scale: us
     {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    crate::fsutil::write_atomic(path, &bytes)
+    crate::io::fsutil::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

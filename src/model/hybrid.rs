@@ -11,15 +11,15 @@ use std::collections::HashMap;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::backend::Precision;
-use crate::bottleneck::{self, BottleneckSpec};
 use crate::config::ModelConfig;
-use crate::dmol;
+use crate::engine::Precision;
 use crate::error::Result;
-use crate::nn::{Conv2d, ConvConfig, Mode};
-use crate::ops::per_image_sum;
-use crate::pixelcnn::{PixelCnnConfig, PixelCnnPp};
-use crate::vae::{Decoder, Encoder, VaeConfig, gaussian_kl};
+use crate::model::bottleneck::{self, BottleneckSpec};
+use crate::model::dmol;
+use crate::model::nn::{Conv2d, ConvConfig, Mode};
+use crate::model::ops::per_image_sum;
+use crate::model::pixelcnn::{PixelCnnConfig, PixelCnnPp};
+use crate::model::vae::{Decoder, Encoder, VaeConfig, gaussian_kl};
 
 /// The per-pixel mixing network: two 1x1 convolutions with an ELU between them
 /// (`mix.0` and `mix.2` of the reference's `nn.Sequential`).
@@ -148,7 +148,7 @@ impl Hybrid {
     pub fn set_precision(&mut self, precision: Precision) {
         self.compute = precision.compute_kind();
         if self.device().is_cuda() {
-            crate::backend::set_tf32(precision == Precision::Tf32);
+            crate::engine::set_tf32(precision == Precision::Tf32);
         }
     }
 
@@ -340,7 +340,7 @@ pub fn param_counts(model: &Hybrid) -> Vec<(&'static str, usize)> {
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
-    use crate::ops::{dims, host_f32};
+    use crate::model::ops::{dims, host_f32};
 
     fn images(b: i64, c: i64, s: i64) -> Tensor {
         Tensor::randint(256, [b, c, s, s], (Kind::Float, Device::Cpu)) / 127.5 - 1.0

@@ -5,7 +5,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::hybrid::Hybrid;
+use crate::model::hybrid::Hybrid;
 
 /// The metadata key of a file's checksum (MD5 of its tensors, hex).
 const CHECKSUM_KEY: &str = "ibvae_checksum";
@@ -43,8 +43,8 @@ impl Stored {
     /// Reads a float tensor back to the host as float32.
     pub fn from_tensor(t: &Tensor) -> Self {
         Stored::F32 {
-            shape: crate::ops::dims(t),
-            data: crate::ops::host_f32(t),
+            shape: crate::model::ops::dims(t),
+            data: crate::model::ops::host_f32(t),
         }
     }
 }
@@ -176,7 +176,7 @@ impl TensorFile {
     /// Writes the file to `path` atomically: to a temporary file beside it, synced, then
     /// renamed over `path`, so a crash leaves the old file or the new one, never half.
     /// With `previous`, the file it replaces is kept there (see
-    /// [`crate::fsutil::write_atomic_keeping`]). A checksum of the tensors goes into the
+    /// [`crate::io::fsutil::write_atomic_keeping`]). A checksum of the tensors goes into the
     /// metadata.
     pub fn write_atomic(
         &self,
@@ -212,7 +212,7 @@ impl TensorFile {
         metadata.insert(CHECKSUM_KEY.into(), self.checksum());
         let bytes = safetensors::serialize(views, Some(metadata))
             .map_err(|e| Error::Checkpoint(format!("could not encode {}: {e}", path.display())))?;
-        crate::fsutil::write_atomic_keeping(path, &bytes, previous).map_err(|e| match e {
+        crate::io::fsutil::write_atomic_keeping(path, &bytes, previous).map_err(|e| match e {
             Error::Io { path, source } => Error::Checkpoint(format!(
                 "could not save {}: {source}; the previous file, if any, is untouched \
                  (free some disk space and resume)",
@@ -244,7 +244,7 @@ pub fn load_weights(
             continue;
         };
         used.insert(name.as_str());
-        let want = crate::ops::dims(param);
+        let want = crate::model::ops::dims(param);
         if stored.shape() != want.as_slice() {
             problems.push(format!(
                 "`{name}` has shape {:?}, the model expects {want:?}",

@@ -12,10 +12,10 @@
 use tch::Tensor;
 use tch::nn::Path;
 
-use crate::nn::gated_resnet::GatedResnetConfig;
-use crate::nn::shifted::ShiftedConfig;
-use crate::nn::{GatedResnet, Mode, Shift, ShiftedConv2d, ShiftedDeconv2d, WnConv2d};
-use crate::ops::{down_shift, right_shift};
+use crate::model::nn::gated_resnet::GatedResnetConfig;
+use crate::model::nn::shifted::ShiftedConfig;
+use crate::model::nn::{GatedResnet, Mode, Shift, ShiftedConv2d, ShiftedDeconv2d, WnConv2d};
+use crate::model::ops::{down_shift, right_shift};
 
 /// Resolutions of the network: S, S/2 and S/4.
 const LEVELS: usize = 3;
@@ -182,7 +182,7 @@ fn last(list: &[Tensor]) -> &Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::host_f64;
+    use crate::model::ops::host_f64;
     use tch::nn::VarStore;
     use tch::{Device, Kind};
 

@@ -8,14 +8,14 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind};
 
-use crate::backend::{Precision, sync};
 use crate::config::ModelConfig;
-use crate::data::{ImageSet, images_to_tensor};
+use crate::engine::{Precision, sync};
 use crate::error::Result;
-use crate::hybrid::Hybrid;
-use crate::nn::Mode;
-use crate::optim::{Adam, AdamSettings, gradients};
-use crate::units::bits_per_dim_factor;
+use crate::io::data::{ImageSet, images_to_tensor};
+use crate::model::hybrid::Hybrid;
+use crate::model::nn::Mode;
+use crate::model::units::bits_per_dim_factor;
+use crate::training::optim::{Adam, AdamSettings, gradients};
 
 /// Warm-up steps left out of the timing (as the reference).
 pub const WARMUP: usize = 3;
@@ -62,7 +62,7 @@ pub fn bench(
         device,
         precision,
     } = options;
-    crate::backend::seed(seed);
+    crate::engine::seed(seed);
     let mut model = Hybrid::new(config, device)?;
     model.set_precision(precision);
     let params = model.num_params();

@@ -10,7 +10,7 @@
 use tch::Tensor;
 use tch::nn::Path;
 
-use crate::nn::{Conv2d, ConvConfig, ConvTranspose2d};
+use crate::model::nn::{Conv2d, ConvConfig, ConvTranspose2d};
 
 /// `h + c3(elu(c2(elu(c1(elu(h))))))` with widths `W -> Wb -> Wb -> W` (1x1, 3x3, 1x1).
 #[derive(Debug)]
@@ -172,7 +172,7 @@ pub fn gaussian_kl(mean: &Tensor, logvar: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::host_f32;
+    use crate::model::ops::host_f32;
 
     #[test]
     fn gaussian_kl_by_hand() {

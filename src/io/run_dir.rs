@@ -10,10 +10,10 @@ use tch::Device;
 
 use crate::config::ExperimentConfig;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::write_atomic_str;
-use crate::hybrid::Hybrid;
-use crate::optim::{Adam, Ema};
-use crate::params::{TensorFile, load_weights, weights};
+use crate::io::fsutil::write_atomic_str;
+use crate::io::tensor_file::{TensorFile, load_weights, weights};
+use crate::model::hybrid::Hybrid;
+use crate::training::optim::{Adam, Ema};
 
 /// Where a training run keeps its files.
 #[derive(Debug, Clone)]

@@ -9,13 +9,13 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::bottleneck::{BottleneckSpec, PlotStyle};
 use crate::error::{Error, Result};
-use crate::sweep::ResultRow;
+use crate::experiment::sweep::ResultRow;
+use crate::model::bottleneck::{BottleneckSpec, PlotStyle};
 
 /// DejaVu Sans (Bitstream Vera licence, `assets/DejaVuSans-LICENSE.txt`), embedded so
 /// that PNG text renders on machines without system fonts.
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 fn register_font() -> Result<()> {
     // Registering twice is harmless; a failure means the embedded file is broken.
@@ -242,7 +242,7 @@ pub fn tradeoff(rows: &[ResultRow], out: &Path, title: &str) -> Result<()> {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
         draw_tradeoff(&root, rows, title)?;
     }
-    crate::image::write_png(&out.join("tradeoff.png"), w as usize, h as usize, &rgb, 1)
+    crate::io::image::write_png(&out.join("tradeoff.png"), w as usize, h as usize, &rgb, 1)
 }
 
 /// One point of one curve set against another curve at the same KL: the other curve's
@@ -423,7 +423,7 @@ pub fn samples_panel(
         }
         root.present().map_err(plot_err)?;
     }
-    crate::image::write_png(path, w, h, &rgb, 1)
+    crate::io::image::write_png(path, w, h, &rgb, 1)
 }
 
 #[cfg(test)]
@@ -431,7 +431,8 @@ mod tests {
     use super::*;
 
     fn row(kind: &str, strength: f64, nelbo: f64, kl: f64) -> ResultRow {
-        let spec = crate::bottleneck::BottleneckSpec::from_kind_value(kind, strength).unwrap();
+        let spec =
+            crate::model::bottleneck::BottleneckSpec::from_kind_value(kind, strength).unwrap();
         ResultRow {
             spec,
             seed: 0,

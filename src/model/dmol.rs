@@ -235,7 +235,7 @@ mod tests {
             .collect();
         let params = Tensor::from_slice(&params).view([1, p, 1, n as i64]);
         let x = Tensor::from_slice(&x).view([1, channels as i64, 1, n as i64]);
-        crate::ops::host_f32(&log_prob(&params, &x))
+        crate::model::ops::host_f32(&log_prob(&params, &x))
     }
 
     #[test]
@@ -411,7 +411,7 @@ mod tests {
         let x = Tensor::from_slice(&[-1.0f32, 1.0, 0.0, -1.0, 1.0, 0.5, 1.0, -1.0, -0.5])
             .view([1, 3, 1, 3]);
         log_prob(&params, &x).sum(None::<Kind>).neg().backward();
-        let g = crate::ops::host_f32(&params.grad());
+        let g = crate::model::ops::host_f32(&params.grad());
         assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
         assert!(g.iter().any(|v| *v != 0.0));
     }

@@ -15,17 +15,17 @@ use std::time::Instant;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use crate::backend::Precision;
 use crate::config::ExperimentConfig;
-use crate::data::{Batches, Dataset, images_to_tensor};
+use crate::engine::Precision;
 use crate::error::{Error, Result};
-use crate::evaluate::{EvalOptions, EvalReport, evaluate};
-use crate::hybrid::{Hybrid, Terms};
-use crate::nn::Mode;
-use crate::ops::host_f64;
-use crate::optim::{Adam, Ema, exponential_lr, gradients};
-use crate::run::{EpochSums, RunDir, TrainState};
-use crate::units::{bits_per_dim, bits_per_dim_factor};
+use crate::io::data::{Batches, Dataset, images_to_tensor};
+use crate::io::run_dir::{EpochSums, RunDir, TrainState};
+use crate::model::hybrid::{Hybrid, Terms};
+use crate::model::nn::Mode;
+use crate::model::ops::host_f64;
+use crate::model::units::{bits_per_dim, bits_per_dim_factor};
+use crate::training::evaluate::{EvalOptions, EvalReport, evaluate};
+use crate::training::optim::{Adam, Ema, exponential_lr, gradients};
 
 /// How `train` was asked to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +133,7 @@ pub fn train(
     let shape = |b| [b, mc.image_channels, mc.image_size, mc.image_size];
     // ---- model, optimizer, average: new or from the checkpoint
     let device = session.device;
-    crate::backend::seed(step_seed(tc.seed, u64::MAX));
+    crate::engine::seed(step_seed(tc.seed, u64::MAX));
     let mut model = Hybrid::new(mc, device)?;
     model.set_precision(session.precision);
     let mut adam = Adam::new(tc.adam);
@@ -209,7 +209,7 @@ pub fn train(
         }
         let idx = order.get(batch_in_epoch);
         let t0 = Instant::now();
-        crate::backend::seed(step_seed(tc.seed, step));
+        crate::engine::seed(step_seed(tc.seed, step));
         let x = images_to_tensor(&data.train.gather(idx), shape(idx.len()), device);
         let terms = model.forward(&x, Mode::Train);
         // Optimise the batch mean of the per-image loss in bits/dim (Adam is scale-free;
@@ -239,7 +239,7 @@ pub fn train(
         if let Some(e) = &mut average.ema {
             e.update(&model);
         }
-        crate::backend::sync(device);
+        crate::engine::sync(device);
         let seconds = t0.elapsed().as_secs_f64();
         add_terms(&mut state.epoch_sums, &sums, idx.len(), seconds);
         state.elapsed_s += seconds;
@@ -307,7 +307,7 @@ pub fn train(
         let time_due = last_checkpoint.elapsed().as_secs_f64() >= tc.checkpoint_minutes * 60.0;
         if epoch_end || eval_due || time_due || stop || state.finished {
             // An update can leave non-finite weights behind a finite loss: never save them.
-            if !crate::params::all_finite(&model) {
+            if !crate::io::tensor_file::all_finite(&model) {
                 bar.abandon();
                 return Err(Error::Training(format!(
                     "the weights became non-finite at step {} (epoch {epoch}); the last good \
@@ -495,7 +495,7 @@ fn progress_bar(show: bool, total: u64, at: u64) -> indicatif::ProgressBar {
 mod tests {
     use super::*;
     use crate::config::{ModelConfig, TrainConfig};
-    use crate::data::ImageSet;
+    use crate::io::data::ImageSet;
 
     fn images(n: usize, salt: usize) -> ImageSet {
         ImageSet {
@@ -526,7 +526,7 @@ mod tests {
             train,
         };
         let session = Session {
-            device: crate::backend::cpu(),
+            device: crate::engine::cpu(),
             precision: Precision::F32,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
@@ -556,13 +556,13 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .expect("the message names the step");
         // The checkpoint on disk is an earlier one, with finite weights, and it resumes.
-        let model = Hybrid::new(&config.model, crate::backend::cpu()).unwrap();
+        let model = Hybrid::new(&config.model, crate::engine::cpu()).unwrap();
         let (_, state) = run.load_checkpoint(&config_ok, &model).unwrap();
         assert!(
             state.step >= 3 && state.step <= failed_at,
             "{} vs {failed_at}",
             state.step
         );
-        assert!(crate::params::all_finite(&model));
+        assert!(crate::io::tensor_file::all_finite(&model));
     }
 }

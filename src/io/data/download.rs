@@ -257,7 +257,7 @@ mod tests {
                 "test_batch.bin".into()
             ])
         );
-        let data = crate::data::load(&dir).unwrap();
+        let data = crate::io::data::load(&dir).unwrap();
         assert_eq!((data.train.len(), data.test.len()), (3, 2));
         // No staging folder is left behind.
         let left: Vec<_> = std::fs::read_dir(dir.parent().unwrap()).unwrap().collect();

@@ -16,15 +16,15 @@
 //! computed once: the work of one forward pass, spread over the pixels, instead of one
 //! forward pass per pixel.
 //!
-//! The numbers are those of [`PixelCnnPp::forward`](crate::pixelcnn::PixelCnnPp::forward)
+//! The numbers are those of [`PixelCnnPp::forward`](crate::model::pixelcnn::PixelCnnPp::forward)
 //! in evaluation mode (the same operations on the same values; in float64 the samples are
 //! the naive sampler's to the byte, which the tests check).
 
 use tch::Tensor;
 
-use crate::nn::{GatedResnet, Shift, ShiftedConv2d, ShiftedDeconv2d};
-use crate::ops::concat_elu;
-use crate::pixelcnn::PixelCnnPp;
+use crate::model::nn::{GatedResnet, Shift, ShiftedConv2d, ShiftedDeconv2d};
+use crate::model::ops::concat_elu;
+use crate::model::pixelcnn::PixelCnnPp;
 
 /// An activation map `[B, ch, rows, cols]` filled in raster order: its first `done`
 /// positions (all channels, all images) are final.

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use tch::{Device, Tensor};
 
-use crate::hybrid::Hybrid;
-use crate::params::{Stored, TensorFile};
+use crate::io::tensor_file::{Stored, TensorFile};
+use crate::model::hybrid::Hybrid;
 
 /// Adam's settings (paper: beta1 0.9, beta2 0.999, eps 1e-8, as PyTorch's defaults).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -200,8 +200,8 @@ impl Ema {
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
-    use crate::nn::Mode;
-    use crate::ops::host_f64;
+    use crate::model::nn::Mode;
+    use crate::model::ops::host_f64;
     use tch::Kind;
 
     #[test]

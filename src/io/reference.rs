@@ -8,14 +8,14 @@ use std::path::Path;
 
 use tch::Device;
 
-use crate::bottleneck::BottleneckSpec;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::hybrid::Hybrid;
-use crate::nn::Mode;
-use crate::ops::host_f32;
-use crate::params::{Stored, TensorFile, load_weights};
-use crate::units::bits_per_dim;
+use crate::io::tensor_file::{Stored, TensorFile, load_weights};
+use crate::model::bottleneck::BottleneckSpec;
+use crate::model::hybrid::Hybrid;
+use crate::model::nn::Mode;
+use crate::model::ops::host_f32;
+use crate::model::units::bits_per_dim;
 
 /// The metadata `schema` of a reference export.
 pub const SCHEMA: &str = "hybrid_ref-export-1";
@@ -128,7 +128,7 @@ fn verify_inner(path: &Path, device: Device) -> Result<Verification> {
             return Err(Error::Checkpoint("`input.x` should hold bytes (U8)".into()));
         }
     };
-    let x = crate::data::images_to_tensor(&bytes, [n, c, h, w], device);
+    let x = crate::io::data::images_to_tensor(&bytes, [n, c, h, w], device);
     let z_noise = export.tensor("input.z_noise")?.to_tensor(device);
     let out = model.forward_outputs(&x, Some(&z_noise), Mode::Eval);
     let dims = export.config.dims();
