@@ -85,7 +85,7 @@ pub struct ComputeArgs {
 pub struct ModelArgs {
     /// Model size: tiny, mini, small or paper.
     #[arg(long, default_value = "small")]
-    pub preset: String,
+    pub preset: crate::config::Preset,
     /// Bottleneck: none, gd:<rate in [0,1)>, vb:<beta> or aux[:<weight>].
     #[arg(long, default_value = "gd:0.15")]
     pub bottleneck: BottleneckSpec,
@@ -178,7 +178,7 @@ pub struct TrainArgs {
 pub struct SweepArgs {
     /// Model size: tiny, mini, small or paper.
     #[arg(long, default_value = "small")]
-    pub preset: String,
+    pub preset: crate::config::Preset,
     /// Gaussian dropout rates (comma-separated; empty for none).
     #[arg(long, value_delimiter = ',', default_value = "0.015,0.05,0.15,0.3")]
     pub gd: Vec<String>,

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::config::ModelConfig;
 use crate::engine::{Precision, Runtime};
 use crate::error::{Error, Result};
 use crate::io::data;
@@ -11,7 +10,7 @@ use crate::model::bottleneck::BottleneckSpec;
 /// What `ibvae bench` was asked to time.
 #[derive(Debug, Clone)]
 pub struct BenchRequest {
-    pub preset: String,
+    pub preset: crate::config::Preset,
     pub bottleneck: BottleneckSpec,
     /// Images per step [default: the preset's].
     pub batch: Option<usize>,
@@ -28,10 +27,10 @@ pub struct BenchRequest {
 
 pub fn run(args: BenchRequest) -> Result<()> {
     let device = args.runtime.start()?;
-    let config = ModelConfig::preset(&args.preset)?.with_bottleneck(args.bottleneck);
+    let config = args.preset.model().with_bottleneck(args.bottleneck);
     let batch = match args.batch {
         Some(b) => b,
-        None => ModelConfig::preset_batch(&args.preset)?,
+        None => args.preset.batch(),
     };
     if batch == 0 || args.steps == 0 {
         return Err(Error::Config("--batch and --steps must be positive".into()));
@@ -92,7 +91,7 @@ pub fn run(args: BenchRequest) -> Result<()> {
 /// What `ibvae bench-sample` was asked to time.
 #[derive(Debug, Clone)]
 pub struct BenchSampleRequest {
-    pub preset: String,
+    pub preset: crate::config::Preset,
     pub bottleneck: BottleneckSpec,
     /// A run whose model to time instead of the preset's.
     pub run: Option<PathBuf>,
@@ -116,11 +115,11 @@ pub fn sample(args: BenchSampleRequest) -> Result<()> {
     let device = args.runtime.start()?;
     let (label, mut model) = match &args.run {
         Some(dir) => {
-            let (config, model) = crate::io::run_dir::load_for_inference(dir, device)?;
+            let (config, model) = crate::training::restore::load_for_inference(dir, device)?;
             (format!("run {} ({})", dir.display(), config.preset), model)
         }
         None => {
-            let config = ModelConfig::preset(&args.preset)?.with_bottleneck(args.bottleneck);
+            let config = args.preset.model().with_bottleneck(args.bottleneck);
             let model = crate::model::hybrid::Hybrid::new(&config, device)?;
             (format!("preset {} (random weights)", args.preset), model)
         }

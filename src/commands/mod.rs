@@ -25,7 +25,7 @@ pub(crate) fn load_run(
     runtime: &Runtime,
 ) -> Result<(ExperimentConfig, Hybrid, Dataset)> {
     let device = runtime.start()?;
-    let (config, model) = crate::io::run_dir::load_for_inference(run, device)?;
+    let (config, model) = crate::training::restore::load_for_inference(run, device)?;
     let data_dir = data.cloned().unwrap_or_else(|| config.train.data.clone());
     let dataset = crate::io::data::load_sized(&data_dir, config.train.image_size)?;
     let mut checked = config.clone();

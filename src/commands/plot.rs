@@ -37,7 +37,7 @@ pub fn run(args: PlotRequest) -> Result<()> {
     });
     let preset = config
         .as_ref()
-        .map(|c| c.preset.clone())
+        .map(|c| c.preset.to_string())
         .unwrap_or_default();
     let title = match config {
         Some(c) => format!(
@@ -94,7 +94,7 @@ pub fn run(args: PlotRequest) -> Result<()> {
     let (mut channels, mut size) = (3, 32);
     for row in chosen {
         let dir = crate::experiment::sweep::run_dir(&args.sweep, row);
-        let (config, model) = crate::io::run_dir::load_for_inference(&dir, device)?;
+        let (config, model) = crate::training::restore::load_for_inference(&dir, device)?;
         channels = config.model.image_channels;
         size = config.model.image_size;
         let draw = crate::training::sample::Draw {

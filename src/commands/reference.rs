@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 
-use crate::config::{ExperimentConfig, ModelConfig, TrainConfig};
+use crate::config::{ExperimentConfig, Preset, TrainConfig};
 use crate::engine::Runtime;
 use crate::error::{Error, Result};
+use crate::io::checkpoint::{Checkpoint, TrainState};
 use crate::io::data;
 use crate::io::run_dir::RunDir;
+use crate::training::restore::stored_params;
 
 /// What `ibvae verify-torch` was asked to check.
 #[derive(Debug, Clone)]
@@ -86,24 +88,23 @@ pub fn import(args: ImportRequest) -> Result<()> {
             args.out.display()
         )));
     }
-    let preset = if ModelConfig::preset(&export.preset).is_ok() {
-        export.preset.clone()
-    } else {
-        "small".to_string()
-    };
+    // The export's model is authoritative; its preset only names the training settings
+    // (an unknown one trains as `small`).
+    let preset: Preset = export.preset.parse().unwrap_or(Preset::Small);
     let config = ExperimentConfig {
-        preset: export.preset.clone(),
+        preset,
         model: export.config.clone(),
-        train: TrainConfig::for_preset(&preset, args.data.unwrap_or_else(data::default_data_dir))?,
+        train: TrainConfig::for_preset(preset, args.data.unwrap_or_else(data::default_data_dir)),
     };
     run.write_config(&config)?;
-    run.save_checkpoint(
-        &config,
-        &model,
-        None,
-        None,
-        &crate::io::run_dir::TrainState::fresh(),
-    )?;
+    Checkpoint {
+        config: Some(config.clone()),
+        state: TrainState::fresh(),
+        weights: stored_params(&model),
+        adam: None,
+        ema: None,
+    }
+    .save(&run)?;
     println!(
         "wrote {} ({} parameters, preset {}, bottleneck {}); try `ibvae eval --run {}`",
         args.out.display(),

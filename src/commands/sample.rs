@@ -46,7 +46,7 @@ pub fn sample(args: SampleRequest) -> Result<()> {
         return Err(Error::Config("--temperature must be positive".into()));
     }
     let device = args.runtime.start()?;
-    let (config, model) = crate::io::run_dir::load_for_inference(&args.run, device)?;
+    let (config, model) = crate::training::restore::load_for_inference(&args.run, device)?;
     let m = &config.model;
     let bar = row_bar(m.image_size, "sampling");
     let t0 = std::time::Instant::now();

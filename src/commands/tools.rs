@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::io::data::{self, download};
 use crate::model::bottleneck::BottleneckSpec;
@@ -24,7 +23,7 @@ pub struct InfoBoundRequest {
 /// The model whose parameters `ibvae params` counts.
 #[derive(Debug, Clone)]
 pub struct ParamsRequest {
-    pub preset: String,
+    pub preset: crate::config::Preset,
     pub bottleneck: BottleneckSpec,
     pub channels: usize,
     pub size: usize,
@@ -106,7 +105,9 @@ pub fn info_bound(args: InfoBoundRequest) -> Result<()> {
 }
 
 pub fn params(args: ParamsRequest) -> Result<()> {
-    let config = ModelConfig::preset(&args.preset)?
+    let config = args
+        .preset
+        .model()
         .with_bottleneck(args.bottleneck)
         .with_images(args.channels, args.size);
     // Only shapes are needed: build on the CPU.

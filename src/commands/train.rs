@@ -15,7 +15,7 @@ use crate::training::trainer::{Session, StartMode, prepare_run};
 /// What `ibvae train` was asked to do.
 #[derive(Debug, Clone)]
 pub struct TrainRequest {
-    pub preset: String,
+    pub preset: crate::config::Preset,
     pub bottleneck: BottleneckSpec,
     /// The data directory [default: `$IBVAE_DATA`, else `~/.cache/ibvae/cifar10`].
     pub data: Option<PathBuf>,
@@ -53,7 +53,7 @@ pub fn run(args: TrainRequest) -> Result<()> {
         let dir = args.data.clone().unwrap_or_else(data::default_data_dir);
         let data = data::load_sized(&dir, args.overrides.image_size)?;
         let config = ExperimentConfig::resolve(
-            &args.preset,
+            args.preset,
             args.bottleneck,
             dir,
             (data.test.channels, data.test.height),

@@ -1,6 +1,7 @@
 //! Input and output: data sets, run directories, checkpoints, the safetensors files
 //! they are written in, PNG images, atomic writes, and the PyTorch reference's exports.
 
+pub mod checkpoint;
 pub mod data;
 pub mod fsutil;
 pub mod image;

@@ -75,7 +75,12 @@ impl Export {
     /// A model with the export's weights.
     pub fn model(&self, origin: &str, device: Device) -> Result<Hybrid> {
         let model = Hybrid::new(&self.config, device)?;
-        load_weights(&model, &self.file, origin, &["input.", "expect."])?;
+        load_weights(
+            model.params(),
+            &self.file.tensors,
+            origin,
+            &["input.", "expect."],
+        )?;
         Ok(model)
     }
 
@@ -150,7 +155,7 @@ fn verify_inner(path: &Path, device: Device) -> Result<Verification> {
         ("kl", host_f32(&t.kl)),
         ("vb_rate", host_f32(&t.vb_rate)),
         ("aux_nll", host_f32(&t.aux_nll)),
-        ("loss", host_f32(&t.loss)),
+        ("loss", host_f32(&out.loss)),
         ("elbo_bpd", elbo_bpd.clone()),
     ];
     if let (Some(p), Some(lp)) = (&out.aux_params, &out.aux_log_prob) {
@@ -269,9 +274,14 @@ mod tests {
             Device::Cpu,
         )
         .unwrap();
-        let err = load_weights(&other, &export.file, "tiny_gd", &["input.", "expect."])
-            .unwrap_err()
-            .to_string();
+        let err = load_weights(
+            other.params(),
+            &export.file.tensors,
+            "tiny_gd",
+            &["input.", "expect."],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("pixelcnn.nin_out.V") && err.contains("shape"),
             "{err}"

@@ -1,11 +1,10 @@
-//! Every parameter of the model under its name in the reference `hybrid_ref.py` (the
-//! PyTorch `state_dict` names, which are the model's `VarStore` names), so that weights
-//! move between the two by name: imported from a reference export, saved in
-//! checkpoints, and updated by the optimizer.
+//! Safetensors files of named tensors and string metadata, with a checksum of the
+//! tensors and an atomic write: the format of checkpoints (`crate::io::checkpoint`) and
+//! of the reference's exports. Parameters go under their names in the reference
+//! `hybrid_ref.py` (the PyTorch `state_dict` names, which are the model's `VarStore`
+//! names), so that weights move between the two by name.
 
-use tch::{Device, Kind, Tensor};
-
-use crate::model::hybrid::Hybrid;
+use tch::{Device, Tensor};
 
 /// The metadata key of a file's checksum (MD5 of its tensors, hex).
 const CHECKSUM_KEY: &str = "ibvae_checksum";
@@ -224,22 +223,21 @@ impl TensorFile {
     }
 }
 
-/// Replaces every parameter of `model` by the tensor of the same reference name in
-/// `file`. Every parameter must be there with its shape, and every float tensor of the
-/// file outside `skip_prefixes` must be a parameter: otherwise the file was written for
-/// another architecture, and the error says which tensor differs.
+/// Replaces every parameter in `params` (name, tensor) by the tensor of the same
+/// reference name in `tensors`. Every parameter must be there with its shape, and every
+/// tensor outside `skip_prefixes` must be a parameter: otherwise the tensors were
+/// written for another architecture, and the error says which tensor differs.
 pub fn load_weights(
-    model: &Hybrid,
-    file: &TensorFile,
+    params: &[(String, Tensor)],
+    tensors: &std::collections::BTreeMap<String, Stored>,
     origin: &str,
     skip_prefixes: &[&str],
 ) -> crate::Result<()> {
     use crate::error::Error;
     let mut problems = Vec::new();
     let mut used = std::collections::HashSet::new();
-    let device = model.device();
-    for (name, param) in model.params() {
-        let Some(stored) = file.tensors.get(name) else {
+    for (name, param) in params {
+        let Some(stored) = tensors.get(name) else {
             problems.push(format!("`{name}` is missing"));
             continue;
         };
@@ -252,10 +250,10 @@ pub fn load_weights(
             ));
             continue;
         }
-        let value = stored.to_tensor(device).to_kind(param.kind());
+        let value = stored.to_tensor(param.device()).to_kind(param.kind());
         tch::no_grad(|| param.shallow_clone().copy_(&value));
     }
-    for name in file.tensors.keys() {
+    for name in tensors.keys() {
         if !used.contains(name.as_str()) && !skip_prefixes.iter().any(|p| name.starts_with(p)) {
             problems.push(format!("`{name}` is not a parameter of this model"));
         }
@@ -273,25 +271,4 @@ pub fn load_weights(
             String::new()
         }
     )))
-}
-
-/// The parameters of `model` as stored tensors under their reference names.
-pub fn weights(model: &Hybrid) -> Vec<(String, Stored)> {
-    model
-        .params()
-        .iter()
-        .map(|(name, t)| (name.clone(), Stored::from_tensor(t)))
-        .collect()
-}
-
-/// Whether every parameter of `model` is finite.
-pub fn all_finite(model: &Hybrid) -> bool {
-    tch::no_grad(|| {
-        let flags: Vec<Tensor> = model
-            .params()
-            .iter()
-            .map(|(_, t)| t.isfinite().all().to_kind(Kind::Float))
-            .collect();
-        Tensor::stack(&flags, 0).min().double_value(&[]) == 1.0
-    })
 }

@@ -388,7 +388,7 @@ mod tests {
 
     /// `N(0, 1)` draws of `shape` from the test's own seeded generator.
     fn normal(shape: [i64; 4], seed: u64) -> Tensor {
-        crate::training::evaluate::host_normal(shape, seed, Device::Cpu)
+        crate::engine::random::host_normal(shape, seed, Device::Cpu)
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::model::dmol;
 use crate::model::nn::{Conv2d, ConvConfig, Mode};
 use crate::model::ops::per_image_sum;
 use crate::model::pixelcnn::{PixelCnnConfig, PixelCnnPp};
+use crate::model::terms::Terms;
 use crate::model::vae::{Decoder, Encoder, VaeConfig, gaussian_kl};
 
 /// The per-pixel mixing network: two 1x1 convolutions with an ELU between them
@@ -55,16 +56,13 @@ pub struct Hybrid {
     compute: Kind,
 }
 
-/// Per-image terms of one forward pass, nats, each `[B]`, float32.
+/// What a forward pass gives training: the per-image terms (nats, each `[B]`, float32)
+/// and the per-image loss it minimises, `nelbo`, plus `beta * vb_rate` (vb) or
+/// `weight * aux_nll` (aux).
 #[derive(Debug)]
-pub struct Terms {
-    pub recon: Tensor,
-    pub kl: Tensor,
-    pub vb_rate: Tensor,
-    pub aux_nll: Tensor,
-    /// `recon + kl` (the negative ELBO).
-    pub nelbo: Tensor,
-    /// What training minimises: `nelbo`, plus `beta * vb_rate` or `weight * aux_nll`.
+pub struct Losses {
+    pub terms: Terms<Tensor>,
+    /// `[B]`, nats
     pub loss: Tensor,
 }
 
@@ -87,7 +85,10 @@ pub struct Outputs {
     /// `[B, P, H, W]` and `[B, H, W]` for `aux`
     pub aux_params: Option<Tensor>,
     pub aux_log_prob: Option<Tensor>,
-    pub terms: Terms,
+    /// The per-image terms, nats, each `[B]`.
+    pub terms: Terms<Tensor>,
+    /// The per-image loss, `[B]` (see [`Losses`]).
+    pub loss: Tensor,
 }
 
 impl Hybrid {
@@ -280,19 +281,23 @@ impl Hybrid {
             aux_params,
             aux_log_prob,
             terms: Terms {
-                recon,
+                nelbo,
                 kl,
+                recon,
                 vb_rate,
                 aux_nll,
-                nelbo,
-                loss,
             },
+            loss,
         }
     }
 
     /// The per-image terms of one forward pass (nats).
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Terms {
-        self.forward_outputs(x, None, mode).terms
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Losses {
+        let out = self.forward_outputs(x, None, mode);
+        Losses {
+            terms: out.terms,
+            loss: out.loss,
+        }
     }
 }
 
@@ -364,8 +369,8 @@ mod tests {
                 assert_eq!(dims(&out.v), [1, k * v, 32, 32], "{name} {spec}");
                 assert_eq!(dims(&out.params), [1, 100, 32, 32], "{name} {spec}");
                 assert_eq!(dims(&out.log_prob), [1, 32, 32], "{name} {spec}");
-                assert_eq!(dims(&out.terms.loss), [1], "{name} {spec}");
-                assert!(host_f32(&out.terms.loss)[0].is_finite(), "{name} {spec}");
+                assert_eq!(dims(&out.loss), [1], "{name} {spec}");
+                assert!(host_f32(&out.loss)[0].is_finite(), "{name} {spec}");
                 if name == "paper" {
                     break; // one paper-sized forward is enough
                 }
@@ -403,12 +408,13 @@ mod tests {
         for spec in ["gd:0.2", "vb:0.3", "aux:0.5", "none"] {
             let config = ModelConfig::tiny().with_bottleneck(spec.parse().unwrap());
             let model = Hybrid::new(&config, Device::Cpu).unwrap();
-            let t = model.forward(&images(3, 3, 32), Mode::Eval);
+            let out = model.forward(&images(3, 3, 32), Mode::Eval);
+            let t = &out.terms;
             let (recon, kl, nelbo) = (host_f32(&t.recon), host_f32(&t.kl), host_f32(&t.nelbo));
             let (rate, aux, loss) = (
                 host_f32(&t.vb_rate),
                 host_f32(&t.aux_nll),
-                host_f32(&t.loss),
+                host_f32(&out.loss),
             );
             for i in 0..3 {
                 assert!((nelbo[i] - (recon[i] + kl[i])).abs() <= 1e-6 * nelbo[i].abs());

@@ -8,14 +8,14 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind};
 
-use crate::config::ModelConfig;
+use crate::config::{AdamSettings, ModelConfig};
+use crate::engine::random::seed_torch;
 use crate::engine::{Precision, sync};
 use crate::error::Result;
 use crate::io::data::{ImageSet, images_to_tensor};
 use crate::model::hybrid::Hybrid;
 use crate::model::nn::Mode;
-use crate::model::units::bits_per_dim_factor;
-use crate::training::optim::{Adam, AdamSettings, gradients};
+use crate::training::step::{Learner, NonFiniteLoss, StepTimes};
 
 /// Warm-up steps left out of the timing (as the reference).
 pub const WARMUP: usize = 3;
@@ -62,13 +62,12 @@ pub fn bench(
         device,
         precision,
     } = options;
-    crate::engine::seed(seed);
+    seed_torch(seed);
     let mut model = Hybrid::new(config, device)?;
     model.set_precision(precision);
     let params = model.num_params();
-    let mut adam = Adam::new(AdamSettings::default());
+    let mut learner = Learner::new(model, AdamSettings::default(), None);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dims = config.dims();
     let shape = [
         batch,
         config.image_channels,
@@ -88,31 +87,26 @@ pub fn bench(
         sync(device);
         let t0 = Instant::now();
         let x = images_to_tensor(&bytes, shape, device);
-        let loss =
-            model.forward(&x, Mode::Train).loss.mean(Kind::Float) * bits_per_dim_factor(dims);
-        let loss_value = loss.double_value(&[]);
-        let t1 = Instant::now();
-        let grads = gradients(&model, &loss);
-        sync(device);
-        let t2 = Instant::now();
-        adam.step(&model, &grads, 1e-4);
-        drop(grads);
-        sync(device);
-        let t3 = Instant::now();
-        let dt = (t3 - t0).as_secs_f64();
+        let mut times = StepTimes::default();
+        // A NaN here is a finding, not a reason to stop timing: the step is skipped.
+        let loss = learner
+            .step(&x, 1e-4, Some(&mut times))
+            .map_or_else(|NonFiniteLoss(loss)| loss, |t| t.loss_bpd);
+        let dt = t0.elapsed().as_secs_f64();
         let warm = step < WARMUP;
         if !warm {
             step_s.push(dt);
-            parts[0].push((t1 - t0).as_secs_f64());
-            parts[1].push((t2 - t1).as_secs_f64());
-            parts[2].push((t3 - t2).as_secs_f64());
+            parts[0].push(dt - times.backward - times.update);
+            parts[1].push(times.backward);
+            parts[2].push(times.update);
         }
         log(&format!(
-            "step {step:3}{} loss {loss_value:.4} bpd  {dt:.3} s  {:.2} img/s",
+            "step {step:3}{} loss {loss:.4} bpd  {dt:.3} s  {:.2} img/s",
             if warm { " (warm-up)" } else { "" },
             batch as f64 / dt
         ));
     }
+    let model = &learner.model;
     let mut forward_s = Vec::with_capacity(steps);
     for step in 0..WARMUP + steps {
         let bytes = pick(&mut rng);
@@ -122,6 +116,7 @@ pub fn bench(
         let nelbo = tch::no_grad(|| {
             model
                 .forward(&x, Mode::Eval)
+                .terms
                 .nelbo
                 .sum(Kind::Float)
                 .double_value(&[])

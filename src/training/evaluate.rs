@@ -5,14 +5,16 @@
 //! importance-weighted bound on the negative log-likelihood (Burda et al. 2016) as well.
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
+use crate::engine::random::{eval_seed, host_normal, iw_seed};
 use crate::io::data::{Batches, ImageSet, images_to_tensor};
 use crate::model::bottleneck::BottleneckSpec;
 use crate::model::hybrid::Hybrid;
 use crate::model::info::BoundAccumulator;
 use crate::model::nn::Mode;
 use crate::model::ops::{host_f32, host_f64, per_image_sum};
+use crate::model::terms::Terms;
 use crate::model::units::{bits_per_dim, nats_to_bits};
 
 /// Theorem 1's bound for the GD layer, measured on the test set's `v`.
@@ -32,14 +34,10 @@ pub struct GdBound {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
     pub images: usize,
-    /// Negative ELBO, `recon + kl`, bits/dim (lower is better).
-    pub nelbo_bpd: f64,
-    pub kl_bpd: f64,
-    pub recon_bpd: f64,
-    /// The VB layer's KL (not part of the ELBO), bits/dim.
-    pub vb_rate_bpd: f64,
-    /// The auxiliary decoder's negative log-likelihood (aux only), bits/dim.
-    pub aux_nll_bpd: f64,
+    /// The test terms in bits/dim (`nelbo_bpd`, `kl_bpd`, ... in the file): the negative
+    /// ELBO (lower is better), its two parts, the VB rate and the auxiliary NLL.
+    #[serde(flatten, with = "crate::model::terms::bpd")]
+    pub terms: Terms,
     pub gd_bound: Option<GdBound>,
     /// Latent samples per image for the importance-weighted bound (1 = not computed).
     pub samples: usize,
@@ -48,23 +46,6 @@ pub struct EvalReport {
     /// Importance-weighted bound on the negative log-likelihood, bits/dim
     /// (at most `nelbo_k_bpd`).
     pub iw_nll_bpd: Option<f64>,
-}
-
-/// The seed of evaluation batch `i`: the `z` draws depend only on the run's seed and the
-/// batch, so `ibvae eval` reproduces the figure training logged for the same weights.
-fn eval_seed(seed: u64, batch: usize) -> u64 {
-    seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xE7A1_0000_0000_0000 ^ batch as u64
-}
-
-/// `N(0, 1)` noise of `shape` drawn on the host from its own seeded generator, so that
-/// evaluation does not depend on (or disturb) the device's random state.
-pub fn host_normal(shape: [i64; 4], seed: u64, device: Device) -> Tensor {
-    use rand::SeedableRng;
-    use rand_distr::{Distribution as _, StandardNormal};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let n: i64 = shape.iter().product();
-    let values: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    Tensor::from_slice(&values).view(shape).to_device(device)
 }
 
 /// How to evaluate: the run's seed fixes the `z` draws.
@@ -94,7 +75,7 @@ fn evaluate_inner(model: &Hybrid, images: &ImageSet, options: EvalOptions) -> Ev
     let n = limit.map_or(images.len(), |l| l.min(images.len()));
     let dims = images.dims();
     let shape = |b| [b, images.channels, images.height, images.width];
-    let (mut nelbo, mut kl, mut recon, mut rate, mut aux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut sums = Terms::default();
     let (mut nelbo_k, mut iw) = (0.0, 0.0);
     let gd_sigma = model.bottleneck.gd_sigma();
     let mut bound_acc: Vec<BoundAccumulator> = Vec::new();
@@ -103,12 +84,8 @@ fn evaluate_inner(model: &Hybrid, images: &ImageSet, options: EvalOptions) -> Ev
         let latent = model.latent_shape(idx.len(), images.height);
         let z_noise = host_normal(latent, eval_seed(seed, i), device);
         let out = model.forward_outputs(&x, Some(&z_noise), Mode::Eval);
-        let t = &out.terms;
-        nelbo += sum(&t.nelbo);
-        kl += sum(&t.kl);
-        recon += sum(&t.recon);
-        rate += sum(&t.vb_rate);
-        aux += sum(&t.aux_nll);
+        // Summed in float64 on the host, image by image.
+        sums.add(&out.terms.map(sum));
         if gd_sigma.is_some() {
             accumulate_v(&mut bound_acc, &out.v);
         }
@@ -135,11 +112,7 @@ fn evaluate_inner(model: &Hybrid, images: &ImageSet, options: EvalOptions) -> Ev
     });
     EvalReport {
         images: n,
-        nelbo_bpd: per_image(nelbo),
-        kl_bpd: per_image(kl),
-        recon_bpd: per_image(recon),
-        vb_rate_bpd: per_image(rate),
-        aux_nll_bpd: per_image(aux),
+        terms: sums.bits_per_dim(n, dims),
         gd_bound,
         samples,
         nelbo_k_bpd: (samples > 1).then(|| per_image(nelbo_k)),
@@ -179,7 +152,7 @@ fn importance_weighted(model: &Hybrid, x: &Tensor, samples: usize, seed: u64) ->
     let mut nelbo_sum = 0.0;
     for k in 0..samples {
         let shape = model.latent_shape(b, h);
-        let noise = host_normal(shape, seed ^ ((k as u64 + 1) << 40), x.device());
+        let noise = host_normal(shape, iw_seed(seed, k), x.device());
         let out = model.forward_outputs(x, Some(&noise), Mode::Eval);
         // log p(z) - log q(z|x) = sum(-z^2 / 2 + n^2 / 2 + logvar / 2): the 2 pi terms cancel.
         let log_ratio = (out.z.square().neg() + noise.square() + &out.logvar) * 0.5;
@@ -203,23 +176,32 @@ fn importance_weighted(model: &Hybrid, x: &Tensor, samples: usize, seed: u64) ->
 
 impl EvalReport {
     /// The report as text lines for the terminal.
+    /// `test N bpd (KL N, recon N)`: the line training logs at each evaluation.
+    pub fn summary(&self) -> String {
+        let t = &self.terms;
+        format!(
+            "test {:.4} bpd (KL {:.4}, recon {:.4})",
+            t.nelbo, t.kl, t.recon
+        )
+    }
+
     pub fn lines(&self, bottleneck: &BottleneckSpec) -> Vec<String> {
         let mut out = vec![
             format!("test images        {}", self.images),
-            format!("negative ELBO      {:.4} bits/dim", self.nelbo_bpd),
-            format!("  reconstruction   {:.4} bits/dim", self.recon_bpd),
-            format!("  VAE KL           {:.4} bits/dim", self.kl_bpd),
+            format!("negative ELBO      {:.4} bits/dim", self.terms.nelbo),
+            format!("  reconstruction   {:.4} bits/dim", self.terms.recon),
+            format!("  VAE KL           {:.4} bits/dim", self.terms.kl),
         ];
         if bottleneck.has_rate() {
             out.push(format!(
                 "VB rate            {:.4} bits/dim",
-                self.vb_rate_bpd
+                self.terms.vb_rate
             ));
         }
         if bottleneck.has_aux_decoder() {
             out.push(format!(
                 "aux decoder NLL    {:.4} bits/dim",
-                self.aux_nll_bpd
+                self.terms.aux_nll
             ));
         }
         if let Some(b) = &self.gd_bound {
@@ -244,6 +226,7 @@ impl EvalReport {
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+    use tch::Device;
 
     fn random_images(n: usize) -> ImageSet {
         let pixels: Vec<u8> = (0..n * 3072).map(|i| ((i * 7919) % 256) as u8).collect();
@@ -274,8 +257,8 @@ mod tests {
         assert_eq!(a.images, 7);
         // The z draws depend only on the seed and the batch: the figures reproduce.
         let b = evaluate(&model, &images, options(3, 0, 1));
-        assert_eq!(a.nelbo_bpd, b.nelbo_bpd);
-        assert!((a.nelbo_bpd - (a.recon_bpd + a.kl_bpd)).abs() < 1e-6 * a.nelbo_bpd);
+        assert_eq!(a.terms.nelbo, b.terms.nelbo);
+        assert!((a.terms.nelbo - (a.terms.recon + a.terms.kl)).abs() < 1e-6 * a.terms.nelbo);
         let bound = a.gd_bound.expect("gd runs report the bound");
         assert_eq!(bound.per_dim_bits.len(), 10);
         assert!(bound.total_bits_per_pixel.is_finite() && bound.total_bits_per_pixel > 0.0);

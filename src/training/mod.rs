@@ -3,6 +3,9 @@
 
 pub mod bench;
 pub mod evaluate;
+pub mod log;
 pub mod optim;
+pub mod restore;
 pub mod sample;
+pub mod step;
 pub mod trainer;

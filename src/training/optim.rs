@@ -1,33 +1,20 @@
 //! Adam (Kingma & Ba 2015) over the model's named parameters, the paper's exponential
 //! learning-rate schedule (SPEC section 7), and Polyak averaging of the weights.
 //!
-//! The optimizer keys its state by the parameters' reference names, so a checkpoint holds
-//! it beside the weights in one safetensors file and a resumed run continues exactly.
+//! Both work on a list of named parameters (the model's, under the reference's names),
+//! not on the model type, and key their state by those names, so a checkpoint holds it
+//! beside the weights and a resumed run continues exactly.
 
 use std::collections::BTreeMap;
 
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use crate::io::tensor_file::{Stored, TensorFile};
-use crate::model::hybrid::Hybrid;
+use crate::config::AdamSettings;
+use crate::io::checkpoint::{AdamMoments, NamedTensors};
+use crate::io::tensor_file::Stored;
 
-/// Adam's settings (paper: beta1 0.9, beta2 0.999, eps 1e-8, as PyTorch's defaults).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AdamSettings {
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-}
-
-impl Default for AdamSettings {
-    fn default() -> Self {
-        Self {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
-    }
-}
+/// Parameters under their reference names, in the model's order (`Hybrid::params`).
+pub type NamedParams = [(String, Tensor)];
 
 /// Adam with state per parameter name: first and second moments, float32, on the
 /// model's device.
@@ -40,11 +27,38 @@ pub struct Adam {
     v: BTreeMap<String, Tensor>,
 }
 
-/// The gradients of a scalar `loss` with respect to every parameter of `model`, in the
-/// order of [`Hybrid::params`] (undefined for a parameter the loss does not use).
-pub fn gradients(model: &Hybrid, loss: &Tensor) -> Vec<Tensor> {
-    let params: Vec<&Tensor> = model.params().iter().map(|(_, t)| t).collect();
+/// The gradients of a scalar `loss` with respect to every parameter in `params`, in
+/// their order (undefined for a parameter the loss does not use).
+pub fn gradients(params: &NamedParams, loss: &Tensor) -> Vec<Tensor> {
+    let params: Vec<&Tensor> = params.iter().map(|(_, t)| t).collect();
     Tensor::run_backward(&[loss], &params, false, false)
+}
+
+/// Whether every parameter is finite.
+pub fn all_finite(params: &NamedParams) -> bool {
+    tch::no_grad(|| {
+        let flags: Vec<Tensor> = params
+            .iter()
+            .map(|(_, t)| t.isfinite().all().to_kind(Kind::Float))
+            .collect();
+        Tensor::stack(&flags, 0).min().double_value(&[]) == 1.0
+    })
+}
+
+/// Named tensors copied to the host.
+fn stored(tensors: &BTreeMap<String, Tensor>) -> NamedTensors {
+    tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), Stored::from_tensor(t)))
+        .collect()
+}
+
+/// Named host tensors on `device`.
+fn on_device(tensors: &NamedTensors, device: Device) -> BTreeMap<String, Tensor> {
+    tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_tensor(device)))
+        .collect()
 }
 
 impl Adam {
@@ -61,7 +75,7 @@ impl Adam {
     /// [`gradients`]): `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
     /// `p -= lr * m_hat / (sqrt(v_hat) + eps)` with the bias corrections
     /// `m_hat = m / (1 - b1^t)`, `v_hat = v / (1 - b2^t)` (PyTorch's form, in place).
-    pub fn step(&mut self, model: &Hybrid, grads: &[Tensor], lr: f64) {
+    pub fn step(&mut self, params: &NamedParams, grads: &[Tensor], lr: f64) {
         self.t += 1;
         let AdamSettings { beta1, beta2, eps } = self.settings;
         let t = self.t as i32;
@@ -69,7 +83,7 @@ impl Adam {
         let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
         let step_size = lr / bc1;
         tch::no_grad(|| {
-            for ((name, param), g) in model.params().iter().zip(grads) {
+            for ((name, param), g) in params.iter().zip(grads) {
                 if !g.defined() {
                     continue;
                 }
@@ -93,26 +107,21 @@ impl Adam {
         });
     }
 
-    /// The moments as stored tensors (`adam.m.<name>`, `adam.v.<name>`).
-    pub fn state(&self) -> Vec<(String, Stored)> {
-        let mut out = Vec::with_capacity(2 * self.m.len());
-        for (prefix, map) in [("adam.m.", &self.m), ("adam.v.", &self.v)] {
-            for (name, t) in map {
-                out.push((format!("{prefix}{name}"), Stored::from_tensor(t)));
-            }
+    /// The moments, copied to the host for a checkpoint.
+    pub fn moments(&self) -> AdamMoments {
+        AdamMoments {
+            m: stored(&self.m),
+            v: stored(&self.v),
         }
-        out
     }
 
-    /// Restores the moments written by [`Adam::state`], after `t` updates.
-    pub fn load_state(&mut self, file: &TensorFile, t: u64, device: Device) {
+    /// Continues from `moments` after `t` updates (`None`: no moments were saved, as
+    /// for imported weights; they start at zero).
+    pub fn restore(&mut self, moments: Option<&AdamMoments>, t: u64, device: Device) {
         self.t = t;
-        for (key, stored) in &file.tensors {
-            if let Some(name) = key.strip_prefix("adam.m.") {
-                self.m.insert(name.to_string(), stored.to_tensor(device));
-            } else if let Some(name) = key.strip_prefix("adam.v.") {
-                self.v.insert(name.to_string(), stored.to_tensor(device));
-            }
+        if let Some(moments) = moments {
+            self.m = on_device(&moments.m, device);
+            self.v = on_device(&moments.v, device);
         }
     }
 }
@@ -139,11 +148,10 @@ pub struct Ema {
 }
 
 impl Ema {
-    /// Starts the average at the model's current weights.
-    pub fn new(model: &Hybrid, decay: f64) -> Self {
+    /// Starts the average at the parameters' current values.
+    pub fn new(params: &NamedParams, decay: f64) -> Self {
         let weights = tch::no_grad(|| {
-            model
-                .params()
+            params
                 .iter()
                 .map(|(name, t)| (name.clone(), t.detach().copy()))
                 .collect()
@@ -151,9 +159,9 @@ impl Ema {
         Self { decay, weights }
     }
 
-    pub fn update(&mut self, model: &Hybrid) {
+    pub fn update(&mut self, params: &NamedParams) {
         tch::no_grad(|| {
-            for (name, w) in model.params() {
+            for (name, w) in params {
                 let avg = self
                     .weights
                     .get_mut(name)
@@ -164,28 +172,20 @@ impl Ema {
         });
     }
 
-    /// The averaged weights as stored tensors (`ema.<name>`).
-    pub fn state(&self) -> Vec<(String, Stored)> {
-        self.weights
-            .iter()
-            .map(|(n, t)| (format!("ema.{n}"), Stored::from_tensor(t)))
-            .collect()
+    /// The averaged weights, copied to the host for a checkpoint.
+    pub fn weights(&self) -> NamedTensors {
+        stored(&self.weights)
     }
 
-    /// Restores the average from a checkpoint's `ema.*` tensors.
-    pub fn load_state(&mut self, file: &TensorFile, device: Device) {
-        for (key, stored) in &file.tensors {
-            if let Some(name) = key.strip_prefix("ema.") {
-                self.weights
-                    .insert(name.to_string(), stored.to_tensor(device));
-            }
-        }
+    /// Continues from averaged weights saved in a checkpoint.
+    pub fn restore(&mut self, weights: &NamedTensors, device: Device) {
+        self.weights.extend(on_device(weights, device));
     }
 
-    /// Copies the averaged weights into `model` (a model of the same architecture).
-    pub fn copy_to(&self, model: &Hybrid) {
+    /// Copies the averaged weights into `params` (of a model of the same architecture).
+    pub fn copy_to(&self, params: &NamedParams) {
         tch::no_grad(|| {
-            for (name, p) in model.params() {
+            for (name, p) in params {
                 let avg = self
                     .weights
                     .get(name)
@@ -200,9 +200,9 @@ impl Ema {
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+    use crate::model::hybrid::Hybrid;
     use crate::model::nn::Mode;
     use crate::model::ops::host_f64;
-    use tch::Kind;
 
     #[test]
     fn schedule_runs_from_start_to_end_exponentially() {
@@ -241,19 +241,19 @@ mod tests {
         let x = Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu));
         let grads_now = || {
             let loss = model.forward(&x, Mode::Eval).loss.sum(None::<Kind>);
-            gradients(&model, &loss)
+            gradients(model.params(), &loss)
         };
         let (lr, eps) = (1e-3, 1e-8);
         let mut adam = Adam::new(AdamSettings::default());
         let before = bias();
         let grads = grads_now();
         let g1 = host_f64(&grads[index]);
-        adam.step(&model, &grads, lr);
+        adam.step(model.params(), &grads, lr);
         let after1 = bias();
         assert!(model.params()[index].1.requires_grad());
         let grads = grads_now();
         let g2 = host_f64(&grads[index]);
-        adam.step(&model, &grads, lr);
+        adam.step(model.params(), &grads, lr);
         let after2 = bias();
         for i in 0..g1.len() {
             // First step: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps).
@@ -284,7 +284,7 @@ mod tests {
         let w = |m: &Hybrid| host_f64(&m.params()[0].1);
         let d = 0.9;
         let w0 = w(&model);
-        let mut ema = Ema::new(&model, d);
+        let mut ema = Ema::new(model.params(), d);
         let shift = |delta: f64| {
             tch::no_grad(|| {
                 let mut p = model.params()[0].1.shallow_clone();
@@ -293,12 +293,12 @@ mod tests {
         };
         shift(1.0);
         let w1 = w(&model);
-        ema.update(&model);
+        ema.update(model.params());
         shift(-3.0);
         let w2 = w(&model);
-        ema.update(&model);
+        ema.update(model.params());
         let other = Hybrid::new(&ModelConfig::tiny(), Device::Cpu).unwrap();
-        ema.copy_to(&other);
+        ema.copy_to(other.params());
         let got = w(&other);
         for i in 0..w0.len() {
             let want = d * d * w0[i] + d * (1.0 - d) * w1[i] + (1.0 - d) * w2[i];

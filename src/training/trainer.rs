@@ -12,20 +12,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use serde_json::json;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, TrainConfig};
 use crate::engine::Precision;
+use crate::engine::random::{seed_torch, step_seed};
 use crate::error::{Error, Result};
+use crate::io::checkpoint::{EpochSums, TrainState};
 use crate::io::data::{Batches, Dataset, images_to_tensor};
-use crate::io::run_dir::{EpochSums, RunDir, TrainState};
-use crate::model::hybrid::{Hybrid, Terms};
-use crate::model::nn::Mode;
-use crate::model::ops::host_f64;
-use crate::model::units::{bits_per_dim, bits_per_dim_factor};
+use crate::io::run_dir::RunDir;
+use crate::model::hybrid::Hybrid;
 use crate::training::evaluate::{EvalOptions, EvalReport, evaluate};
-use crate::training::optim::{Adam, Ema, exponential_lr, gradients};
+use crate::training::log::{MetricsLine, Progress, TrainFigures};
+use crate::training::optim::{all_finite, exponential_lr};
+use crate::training::restore;
+use crate::training::step::{Learner, NonFiniteLoss, StepTerms};
 
 /// How `train` was asked to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +61,6 @@ pub struct Session {
     pub stop: Arc<AtomicBool>,
     /// Stop (with a checkpoint) after this many steps of this session: for tests.
     pub max_session_steps: Option<u64>,
-}
-
-/// The seed of training step `step`.
-fn step_seed(seed: u64, step: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
 /// Prepares the run directory for `config` according to `start`, and returns the config
@@ -117,189 +113,102 @@ pub fn train(
     session: &Session,
 ) -> Result<TrainOutcome> {
     let tc = &config.train;
-    let mc = &config.model;
     // ---- data
-    if data.train.is_empty() {
-        return Err(Error::Data(format!(
-            "{} has no training images (CIFAR-10 needs data_batch_N.bin files)",
-            tc.data.display()
-        )));
-    }
-    check_images_fit(config, data)?;
-    let n_train = data.train.len();
-    let steps_per_epoch = tc.steps_per_epoch(n_train);
-    let total_steps = tc.total_steps(n_train);
-    let dims = mc.dims();
-    let shape = |b| [b, mc.image_channels, mc.image_size, mc.image_size];
+    let mut schedule = Schedule::new(config, data)?;
+    let total = schedule.total_steps;
     // ---- model, optimizer, average: new or from the checkpoint
-    let device = session.device;
-    crate::engine::seed(step_seed(tc.seed, u64::MAX));
-    let mut model = Hybrid::new(mc, device)?;
-    model.set_precision(session.precision);
-    let mut adam = Adam::new(tc.adam);
-    let mut average = Average {
-        ema: tc.ema_decay.map(|d| Ema::new(&model, d)),
-        model: None,
-    };
+    let (mut learner, saved) = restore::learner(run, config, session.device, session.precision)?;
     let mut state = TrainState {
-        steps_per_epoch,
-        ..TrainState::fresh()
+        steps_per_epoch: schedule.steps_per_epoch,
+        ..saved
     };
-    if run.has_checkpoint() {
-        let (file, saved) = run.load_checkpoint(config, &model)?;
-        adam.load_state(&file, saved.step, device);
-        if let Some(e) = &mut average.ema {
-            *e = Ema::new(&model, e.decay);
-            e.load_state(&file, device);
-        }
-        state = TrainState {
-            steps_per_epoch,
-            ..saved
-        };
-        run.truncate_metrics_after(state.step)?;
-    } else {
-        run.clear_metrics()?;
-    }
-    if state.step >= total_steps {
+    let outcome = |state: TrainState, last_eval, interrupted| TrainOutcome {
+        state,
+        last_eval,
+        interrupted,
+    };
+    if state.step >= total {
         state.finished = true;
-        return Ok(TrainOutcome {
-            state,
-            last_eval: None,
-            interrupted: false,
-        });
+        return Ok(outcome(state, None, false));
     }
-    let bar = progress_bar(session.progress, total_steps, state.step);
-    let mut last_eval = None;
-    let mut last_checkpoint = Instant::now();
-    // Without a terminal (a log file, a sweep), a plain line about once a minute.
-    let mut last_log = Instant::now();
-    let mut session_steps = 0u64;
-    let mut order_epoch = u64::MAX;
-    let mut order = Batches::sequential(0, 1);
+    let dims = config.model.dims();
+    let mut log = Progress::new(session.progress, total, state.step, dims);
+    let mut tester = Tester::new(data, tc, session.precision);
+    let (mut last_eval, mut last_checkpoint, mut session_steps) = (None, Instant::now(), 0u64);
     // ---- the untrained model's test figure, once, with a checkpoint so it is not redone
     if tc.eval_first && state.step == 0 && state.best_test_nelbo_bpd.is_none() {
-        let report = test_report(&mut model, &mut average, data, (tc, session.precision))?;
-        say(
-            &bar,
-            format!(
-                "step 0: test {:.4} bpd (KL {:.4}, recon {:.4}) before training",
-                report.nelbo_bpd, report.kl_bpd, report.recon_bpd
-            ),
-        );
-        run.append_metrics(&json!({
-            "step": 0,
-            "epoch": 0,
-            "epoch_end": false,
-            "lr": tc.lr_start,
-            "wall_s": 0.0,
-            "test": &report,
-        }))?;
-        state.best_test_nelbo_bpd = Some(report.nelbo_bpd);
-        run.save_checkpoint(config, &model, Some(&adam), average.ema.as_ref(), &state)?;
+        let report = tester.report(&mut learner)?;
+        log.say(format!("step 0: {} before training", report.summary()));
+        let line = MetricsLine {
+            step: 0,
+            epoch: 0,
+            epoch_end: false,
+            lr: tc.lr_start,
+            train: None,
+            wall_s: 0.0,
+            test: &report,
+        };
+        run.append_metrics(&line.to_json())?;
+        state.best_test_nelbo_bpd = Some(report.terms.nelbo);
+        restore::save(run, config, &learner, &state)?;
         last_eval = Some(report);
     }
     // ---- the loop
-    while state.step < total_steps {
-        let step = state.step;
-        let epoch = step / steps_per_epoch;
-        let batch_in_epoch = (step % steps_per_epoch) as usize;
-        if order_epoch != epoch {
-            order = Batches::shuffled(n_train, tc.batch, tc.seed, epoch);
-            order_epoch = epoch;
-        }
-        let idx = order.get(batch_in_epoch);
+    while state.step < total {
+        let (step, epoch) = (state.step, state.step / schedule.steps_per_epoch);
         let t0 = Instant::now();
-        crate::engine::seed(step_seed(tc.seed, step));
-        let x = images_to_tensor(&data.train.gather(idx), shape(idx.len()), device);
-        let terms = model.forward(&x, Mode::Train);
-        // Optimise the batch mean of the per-image loss in bits/dim (Adam is scale-free;
-        // this keeps the logged loss readable).
-        let loss = terms.loss.mean(Kind::Float) * bits_per_dim_factor(dims);
-        // One transfer to the host per step: the loss and the batch's sums.
-        let sums = batch_sums(&loss, &terms);
-        let loss_value = sums.loss;
-        if !loss_value.is_finite() {
-            bar.abandon();
-            return Err(Error::Training(format!(
-                "the loss became {loss_value} at step {step} (epoch {epoch}); the last good \
-                 checkpoint{} is kept in {}. Lower --lr-start or check the data, then resume \
-                 with --resume",
-                if run.has_checkpoint() {
-                    ""
-                } else {
-                    " (none yet)"
-                },
-                run.path.display()
-            )));
-        }
-        let grads = gradients(&model, &loss);
-        let lr = exponential_lr(tc.lr_start, tc.lr_end, tc.lr_hold, step, total_steps);
-        adam.step(&model, &grads, lr);
-        drop(grads);
-        if let Some(e) = &mut average.ema {
-            e.update(&model);
-        }
-        crate::engine::sync(device);
-        let seconds = t0.elapsed().as_secs_f64();
-        add_terms(&mut state.epoch_sums, &sums, idx.len(), seconds);
-        state.elapsed_s += seconds;
+        let x = schedule.batch(step, session.device);
+        seed_torch(step_seed(tc.seed, step));
+        let lr = exponential_lr(tc.lr_start, tc.lr_end, tc.lr_hold, step, total);
+        let batch = learner.step(&x, lr, None).map_err(|NonFiniteLoss(loss)| {
+            log.abandon();
+            stopped_by_nan(run, format!("the loss became {loss} at step {step}"), epoch)
+        })?;
+        state.epoch_sums.add(&batch, t0.elapsed().as_secs_f64());
+        state.elapsed_s += t0.elapsed().as_secs_f64();
         state.step += 1;
         session_steps += 1;
-        let s = &state.epoch_sums;
-        bar.set_position(state.step);
-        bar.set_message(format!(
-            "epoch {epoch} loss {:.4} bpd  {:.1} img/s",
-            bits_per_dim(s.nelbo / s.images as f64, dims),
-            s.images as f64 / s.seconds.max(1e-9)
-        ));
-        if !session.progress && last_log.elapsed().as_secs_f64() >= 60.0 {
-            eprintln!(
-                "step {}/{total_steps} epoch {epoch}: train {:.4} bpd, {:.1} img/s, lr {lr:.2e}",
-                state.step,
-                bits_per_dim(s.nelbo / s.images as f64, dims),
-                s.images as f64 / s.seconds.max(1e-9)
-            );
-            last_log = Instant::now();
-        }
+        log.step(&state, epoch, lr);
         // ---- evaluation and checkpoint cadence
-        let epoch_end = state.step.is_multiple_of(steps_per_epoch) || state.step == total_steps;
+        let epoch_end = state.step.is_multiple_of(schedule.steps_per_epoch) || state.step == total;
         let eval_due = epoch_end || tc.eval_every.is_some_and(|k| state.step.is_multiple_of(k));
         if eval_due {
-            let report = test_report(&mut model, &mut average, data, (tc, session.precision))?;
-            if !report.nelbo_bpd.is_finite() {
-                bar.abandon();
-                return Err(Error::Training(format!(
-                    "the test negative ELBO became {} at step {} (epoch {epoch}); the last \
-                     good checkpoint is kept in {}. Lower --lr-start, then resume with --resume",
-                    report.nelbo_bpd,
-                    state.step,
-                    run.path.display()
-                )));
+            let report = tester.report(&mut learner)?;
+            if !report.terms.nelbo.is_finite() {
+                log.abandon();
+                let what = format!("the test negative ELBO became {}", report.terms.nelbo);
+                return Err(stopped_by_nan(
+                    run,
+                    format!("{what} at step {}", state.step),
+                    epoch,
+                ));
             }
-            let best = state
-                .best_test_nelbo_bpd
-                .map_or(report.nelbo_bpd, |b| b.min(report.nelbo_bpd));
-            state.best_test_nelbo_bpd = Some(best);
-            let line = metrics_line(&state, epoch, epoch_end, lr, dims, &report);
-            say(
-                &bar,
-                format!(
-                    "step {} epoch {}: train {:.4} bpd, test {:.4} bpd (KL {:.4}, recon {:.4})",
-                    state.step,
-                    epoch + u64::from(epoch_end),
-                    bits_per_dim(s.nelbo / s.images as f64, dims),
-                    report.nelbo_bpd,
-                    report.kl_bpd,
-                    report.recon_bpd
-                ),
-            );
-            run.append_metrics(&line)?;
+            let best = state.best_test_nelbo_bpd.unwrap_or(f64::INFINITY);
+            state.best_test_nelbo_bpd = Some(best.min(report.terms.nelbo));
+            let epochs = epoch + u64::from(epoch_end);
+            let train = TrainFigures::of(&state, dims);
+            log.say(format!(
+                "step {} epoch {epochs}: train {:.4} bpd, {}",
+                state.step,
+                train.terms.nelbo,
+                report.summary()
+            ));
+            let line = MetricsLine {
+                step: state.step,
+                epoch: epochs,
+                epoch_end,
+                lr,
+                train: Some(train),
+                wall_s: state.elapsed_s,
+                test: &report,
+            };
+            run.append_metrics(&line.to_json())?;
             last_eval = Some(report);
         }
         if epoch_end {
             state.epoch_sums = EpochSums::default();
         }
-        state.finished = state.step == total_steps;
+        state.finished = state.step == total;
         let stop = session.stop.load(Ordering::SeqCst)
             || session
                 .max_session_steps
@@ -307,33 +216,21 @@ pub fn train(
         let time_due = last_checkpoint.elapsed().as_secs_f64() >= tc.checkpoint_minutes * 60.0;
         if epoch_end || eval_due || time_due || stop || state.finished {
             // An update can leave non-finite weights behind a finite loss: never save them.
-            if !crate::io::tensor_file::all_finite(&model) {
-                bar.abandon();
-                return Err(Error::Training(format!(
-                    "the weights became non-finite at step {} (epoch {epoch}); the last good \
-                     checkpoint is kept in {}. Lower --lr-start, then resume with --resume",
-                    state.step,
-                    run.path.display()
-                )));
+            if !all_finite(learner.model.params()) {
+                log.abandon();
+                let what = format!("the weights became non-finite at step {}", state.step);
+                return Err(stopped_by_nan(run, what, epoch));
             }
-            run.save_checkpoint(config, &model, Some(&adam), average.ema.as_ref(), &state)?;
+            restore::save(run, config, &learner, &state)?;
             last_checkpoint = Instant::now();
         }
         if stop && !state.finished {
-            bar.abandon_with_message(format!("stopped at step {}; checkpoint saved", state.step));
-            return Ok(TrainOutcome {
-                state,
-                last_eval,
-                interrupted: true,
-            });
+            log.abandon_with(format!("stopped at step {}; checkpoint saved", state.step));
+            return Ok(outcome(state, last_eval, true));
         }
     }
-    bar.finish_and_clear();
-    Ok(TrainOutcome {
-        state,
-        last_eval,
-        interrupted: false,
-    })
+    log.finish();
+    Ok(outcome(state, last_eval, false))
 }
 
 /// The data's images must be what the model was configured for.
@@ -355,146 +252,129 @@ pub fn check_images_fit(config: &ExperimentConfig, data: &Dataset) -> Result<()>
     Ok(())
 }
 
-/// A step's loss (bits/dim) and its batch's summed terms (nats), on the host.
-struct BatchSums {
-    loss: f64,
-    nelbo: f64,
-    kl: f64,
-    recon: f64,
-    vb_rate: f64,
-    aux_nll: f64,
+/// The run's steps over its training images: how many, and the batch of each step (the
+/// images of an epoch in an order shuffled by the run's seed and the epoch).
+struct Schedule<'a> {
+    data: &'a Dataset,
+    batch: usize,
+    seed: u64,
+    /// `[C, H, W]` of the model's images.
+    image: [usize; 3],
+    steps_per_epoch: u64,
+    total_steps: u64,
+    /// The order of `order_epoch`.
+    order: Batches,
+    order_epoch: Option<u64>,
 }
 
-fn batch_sums(loss: &Tensor, terms: &Terms) -> BatchSums {
-    let total = |t: &Tensor| t.detach().sum(Kind::Float);
-    let values = host_f64(&Tensor::stack(
-        &[
-            loss.detach(),
-            total(&terms.nelbo),
-            total(&terms.kl),
-            total(&terms.recon),
-            total(&terms.vb_rate),
-            total(&terms.aux_nll),
-        ],
-        0,
-    ));
-    BatchSums {
-        loss: values[0],
-        nelbo: values[1],
-        kl: values[2],
-        recon: values[3],
-        vb_rate: values[4],
-        aux_nll: values[5],
+impl<'a> Schedule<'a> {
+    fn new(config: &ExperimentConfig, data: &'a Dataset) -> Result<Self> {
+        let (tc, mc) = (&config.train, &config.model);
+        if data.train.is_empty() {
+            return Err(Error::Data(format!(
+                "{} has no training images (CIFAR-10 needs data_batch_N.bin files)",
+                tc.data.display()
+            )));
+        }
+        check_images_fit(config, data)?;
+        let n = data.train.len();
+        Ok(Self {
+            data,
+            batch: tc.batch,
+            seed: tc.seed,
+            image: [mc.image_channels, mc.image_size, mc.image_size],
+            steps_per_epoch: tc.steps_per_epoch(n),
+            total_steps: tc.total_steps(n),
+            order: Batches::sequential(0, 1),
+            order_epoch: None,
+        })
+    }
+
+    /// The images of step `step` on `device`, `[B, C, H, W]` in `[-1, 1]`.
+    fn batch(&mut self, step: u64, device: Device) -> Tensor {
+        let epoch = step / self.steps_per_epoch;
+        if self.order_epoch != Some(epoch) {
+            self.order = Batches::shuffled(self.data.train.len(), self.batch, self.seed, epoch);
+            self.order_epoch = Some(epoch);
+        }
+        let idx = self.order.get((step % self.steps_per_epoch) as usize);
+        let [c, h, w] = self.image;
+        images_to_tensor(&self.data.train.gather(idx), [idx.len(), c, h, w], device)
     }
 }
 
-fn add_terms(s: &mut EpochSums, b: &BatchSums, images: usize, seconds: f64) {
-    s.images += images as u64;
-    s.nelbo += b.nelbo;
-    s.kl += b.kl;
-    s.recon += b.recon;
-    s.vb_rate += b.vb_rate;
-    s.aux_nll += b.aux_nll;
-    s.seconds += seconds;
-}
-
-/// One line of `metrics.jsonl`.
-fn metrics_line(
-    state: &TrainState,
-    epoch: u64,
-    epoch_end: bool,
-    lr: f64,
-    dims: usize,
-    test: &EvalReport,
-) -> serde_json::Value {
-    let s = &state.epoch_sums;
-    let per = |v: f64| bits_per_dim(v / s.images.max(1) as f64, dims);
-    json!({
-        "step": state.step,
-        "epoch": epoch + u64::from(epoch_end),
-        "epoch_end": epoch_end,
-        "lr": lr,
-        "train_nelbo_bpd": per(s.nelbo),
-        "train_kl_bpd": per(s.kl),
-        "train_recon_bpd": per(s.recon),
-        "train_vb_rate_bpd": per(s.vb_rate),
-        "train_aux_nll_bpd": per(s.aux_nll),
-        "train_img_per_s": s.images as f64 / s.seconds.max(1e-9),
-        "wall_s": state.elapsed_s,
-        "test": test,
-    })
-}
-
-/// The Polyak average of the weights, when the run keeps one, and the model it is
-/// evaluated in (made at the first evaluation).
-struct Average {
-    ema: Option<Ema>,
-    model: Option<Hybrid>,
+impl EpochSums {
+    /// Adds a step's batch, which took `seconds`.
+    fn add(&mut self, batch: &StepTerms, seconds: f64) {
+        self.images += batch.images as u64;
+        self.terms.add(&batch.sums);
+        self.seconds += seconds;
+    }
 }
 
 /// The test evaluation during training, in float32 whatever the training precision (so
 /// that `ibvae eval` reproduces it): on the Polyak average when there is one, on the
 /// first `eval_images` test images, with the run's seed for the `z` draws.
-fn test_report(
-    model: &mut Hybrid,
-    average: &mut Average,
-    data: &Dataset,
-    session: (&crate::config::TrainConfig, Precision),
-) -> Result<EvalReport> {
-    let (tc, training_precision) = session;
-    let options = EvalOptions {
-        limit: tc.eval_images,
-        batch: tc.eval_batch,
-        seed: tc.seed,
-        iw_samples: 1,
-    };
-    let report = match &average.ema {
-        Some(e) => {
-            if average.model.is_none() {
-                average.model = Some(Hybrid::new(&model.config, model.device())?);
-            }
-            let m = average.model.as_ref().expect("made above");
-            e.copy_to(m);
-            evaluate(m, &data.test, options)
+struct Tester<'a> {
+    data: &'a Dataset,
+    options: EvalOptions,
+    training_precision: Precision,
+    /// The model the average is evaluated in (made at the first evaluation).
+    average: Option<Hybrid>,
+}
+
+impl<'a> Tester<'a> {
+    fn new(data: &'a Dataset, tc: &TrainConfig, training_precision: Precision) -> Self {
+        let options = EvalOptions {
+            limit: tc.eval_images,
+            batch: tc.eval_batch,
+            seed: tc.seed,
+            iw_samples: 1,
+        };
+        Self {
+            data,
+            options,
+            training_precision,
+            average: None,
         }
-        None => {
+    }
+
+    fn report(&mut self, learner: &mut Learner) -> Result<EvalReport> {
+        let model = &mut learner.model;
+        let Some(ema) = &learner.ema else {
             model.set_precision(Precision::F32);
-            let report = evaluate(model, &data.test, options);
-            model.set_precision(training_precision);
-            report
+            let report = evaluate(model, &self.data.test, self.options);
+            model.set_precision(self.training_precision);
+            return Ok(report);
+        };
+        if self.average.is_none() {
+            self.average = Some(Hybrid::new(&model.config, model.device())?);
         }
-    };
-    Ok(report)
+        let average = self.average.as_ref().expect("made above");
+        ema.copy_to(average.params());
+        Ok(evaluate(average, &self.data.test, self.options))
+    }
 }
 
-/// A line above the progress bar, or on stderr when there is no bar (a log file).
-fn say(bar: &indicatif::ProgressBar, line: String) {
-    if bar.is_hidden() {
-        eprintln!("{line}");
+/// The error that stops a run at a NaN or infinity: `what` happened in `epoch`, and the
+/// last good checkpoint stays.
+fn stopped_by_nan(run: &RunDir, what: String, epoch: u64) -> Error {
+    let kept = if run.has_checkpoint() {
+        "the last good checkpoint is kept"
     } else {
-        bar.println(line);
-    }
-}
-
-fn progress_bar(show: bool, total: u64, at: u64) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} eta {eta_precise}]",
-        )
-        .expect("a valid progress template"),
-    );
-    bar.set_position(at);
-    bar
+        "no checkpoint was written yet"
+    };
+    Error::Training(format!(
+        "{what} (epoch {epoch}); {kept} in {}. Lower --lr-start or check the data, then \
+         resume with --resume",
+        run.path.display()
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ModelConfig, TrainConfig};
+    use crate::config::{ModelConfig, Preset};
     use crate::io::data::ImageSet;
 
     fn images(n: usize, salt: usize) -> ImageSet {
@@ -518,10 +398,10 @@ mod tests {
             train: images(8, 1),
             test: images(4, 2),
         };
-        let mut train = TrainConfig::for_preset("tiny", tmp.path().to_path_buf()).unwrap();
+        let mut train = TrainConfig::for_preset(Preset::Tiny, tmp.path().to_path_buf());
         train.steps = Some(10);
         let mut config = ExperimentConfig {
-            preset: "tiny".into(),
+            preset: Preset::Tiny,
             model: ModelConfig::tiny(),
             train,
         };
@@ -556,13 +436,13 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .expect("the message names the step");
         // The checkpoint on disk is an earlier one, with finite weights, and it resumes.
-        let model = Hybrid::new(&config.model, crate::engine::cpu()).unwrap();
-        let (_, state) = run.load_checkpoint(&config_ok, &model).unwrap();
+        let (learner, state) =
+            restore::learner(&run, &config_ok, crate::engine::cpu(), Precision::F32).unwrap();
         assert!(
             state.step >= 3 && state.step <= failed_at,
             "{} vs {failed_at}",
             state.step
         );
-        assert!(crate::io::tensor_file::all_finite(&model));
+        assert!(all_finite(learner.model.params()));
     }
 }

@@ -20,7 +20,8 @@ use crate::config::{ExperimentConfig, Overrides};
 use crate::engine::{DeviceChoice, Precision};
 use crate::error::{Error, IoContext, Result};
 use crate::experiment::sweep::slurm::{SlurmOptions, Task, TaskRuntime};
-use crate::io::run_dir::{RunDir, TrainState};
+use crate::io::checkpoint::TrainState;
+use crate::io::run_dir::RunDir;
 use crate::model::bottleneck::BottleneckSpec;
 use crate::training::evaluate::EvalReport;
 
@@ -107,7 +108,7 @@ fn finished(run: &RunDir) -> Option<EvalReport> {
 /// What `ibvae sweep` was asked to run.
 #[derive(Debug, Clone)]
 pub struct SweepPlan {
-    pub preset: String,
+    pub preset: crate::config::Preset,
     /// The runs, in order (see [`members`]).
     pub members: Vec<Member>,
     /// Settings of every run (the flags `ibvae train` takes).
@@ -225,11 +226,11 @@ impl Row {
             self.member.spec.kind(),
             self.member.spec.value(),
             self.member.name,
-            r.nelbo_bpd,
-            r.kl_bpd,
-            r.recon_bpd,
-            r.vb_rate_bpd,
-            r.aux_nll_bpd,
+            r.terms.nelbo,
+            r.terms.kl,
+            r.terms.recon,
+            r.terms.vb_rate,
+            r.terms.aux_nll,
             r.gd_bound
                 .as_ref()
                 .map_or(String::new(), |b| format!("{:.6}", b.total_bits_per_pixel)),
@@ -253,7 +254,7 @@ fn collect_rows(out: &Path, members: &[Member]) -> Vec<Row> {
             Some(Row {
                 seed: run.read_config().ok()?.train.seed,
                 member: m.clone(),
-                epochs: RunDir::epochs_done(&state).unwrap_or(f64::NAN),
+                epochs: state.epochs_done().unwrap_or(f64::NAN),
                 report,
                 state,
             })
@@ -303,7 +304,7 @@ pub fn run(plan: SweepPlan) -> Result<()> {
             ..args.overrides.clone()
         };
         let config =
-            ExperimentConfig::resolve(&args.preset, m.spec, data.clone(), shape, &overrides)?;
+            ExperimentConfig::resolve(args.preset, m.spec, data.clone(), shape, &overrides)?;
         configs.push((m.name.clone(), config));
     }
     std::fs::create_dir_all(&args.out).at(&args.out)?;
@@ -373,7 +374,7 @@ pub fn run(plan: SweepPlan) -> Result<()> {
                 if let Some(r) = finished(&run) {
                     println!(
                         "{:<12} test negative ELBO {:.4} bits/dim, KL {:.4}",
-                        m.name, r.nelbo_bpd, r.kl_bpd
+                        m.name, r.terms.nelbo, r.terms.kl
                     );
                 }
                 write_csv(&args.out, &collect_rows(&args.out, &recorded))?;

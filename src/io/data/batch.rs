@@ -1,7 +1,6 @@
 //! Batches of images: a seeded shuffle per epoch, the last partial batch kept, and the
 //! conversion of bytes to tensors in `[-1, 1]`.
 
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use tch::{Device, Kind, Tensor};
 
@@ -27,9 +26,7 @@ impl Batches {
     pub fn shuffled(n: usize, batch: usize, seed: u64, epoch: u64) -> Self {
         let mut s = Self::sequential(n, batch);
         // Mix the epoch into the seed so that every epoch has its own permutation.
-        let mut rng = rand::rngs::StdRng::seed_from_u64(
-            seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        let mut rng = crate::engine::random::epoch_rng(seed, epoch);
         s.order.shuffle(&mut rng);
         s
     }

@@ -16,11 +16,11 @@ pub mod cached;
 use rand::SeedableRng;
 use tch::Tensor;
 
+use crate::engine::random::{host_normal, reconstruct_z_seed, sample_z_seed};
 use crate::error::Error;
 use crate::model::dmol;
 use crate::model::hybrid::Hybrid;
 use crate::model::nn::Mode;
-use crate::training::evaluate::host_normal;
 
 /// How the network's outputs are computed while drawing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -226,7 +226,7 @@ pub fn sample_prior(
     progress: impl FnMut(usize, usize),
 ) -> Vec<u8> {
     let shape = model.latent_shape(n, draw.size);
-    let z = host_normal(shape, draw.seed ^ 0x5A5A_0000, model.device()) * draw.temperature as f64;
+    let z = host_normal(shape, sample_z_seed(draw.seed), model.device()) * draw.temperature as f64;
     let u = tch::no_grad(|| model.decode(&z)); // [n, dec_out, S, S]
     sample_given_u(model, &u, draw, progress)
 }
@@ -259,7 +259,11 @@ pub fn reconstruct(
     let xt = crate::io::data::images_to_tensor(&rep, [n * k, channels, size, size], device);
     let u = tch::no_grad(|| {
         let (mean, logvar) = model.encode(&xt);
-        let noise = host_normal(model.latent_shape(n * k, size), seed ^ 0xA5A5_0000, device);
+        let noise = host_normal(
+            model.latent_shape(n * k, size),
+            reconstruct_z_seed(seed),
+            device,
+        );
         let z = mean + (logvar * 0.5).exp() * noise; // z ~ q(z|x)
         model.decode(&z)
     });
