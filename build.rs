@@ -1,17 +1,75 @@
-//! Records where LibTorch's shared libraries are (torch-sys passes the directory as
-//! `DEP_TCH_LIBTORCH_LIB`) as an rpath in every binary of the crate, so that `ibvae` and
-//! the tests run without `LD_LIBRARY_PATH`, and keeps LibTorch's CUDA library linked:
-//! nothing calls it by name, so the linker's `--as-needed` would drop it and CUDA would
-//! not be found at run time.
+//! Builds against the LibTorch that torch-sys found (it passes the directory of its shared
+//! libraries as `DEP_TCH_LIBTORCH_LIB`; the headers are in the sibling `include/`):
+//!
+//! - compiles the crate's own C++ file, `src/engine/ffi.cpp` (what `tch` does not bind),
+//!   into a static library and links it with LibTorch's `torch_cpu` and `c10`;
+//! - records the libraries' directory as an rpath in every binary of the crate, so that
+//!   `ibvae` and the tests run without `LD_LIBRARY_PATH`;
+//! - keeps LibTorch's CUDA library linked: nothing calls it by name, so the linker's
+//!   `--as-needed` would drop it and CUDA would not be found at run time.
+
+use std::path::{Path, PathBuf};
+
+/// The C++ sources of the crate, compiled into one static library.
+const CPP_SOURCES: &[&str] = &["src/engine/ffi.cpp"];
+
+/// The LibTorch libraries the C++ sources call.
+const CPP_LINKS: &[&str] = &["torch_cpu", "c10"];
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
-        return;
-    };
-    let dir = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.into());
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
-    if dir.join("libtorch_cuda.so").exists() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let lib_dir = libtorch_lib_dir();
+    compile_cpp(&lib_dir);
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    if lib_dir.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
+}
+
+/// LibTorch's `lib/` directory, as torch-sys found it.
+fn libtorch_lib_dir() -> PathBuf {
+    let dir = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_else(|_| {
+        panic!(
+            "torch-sys did not say where LibTorch is (DEP_TCH_LIBTORCH_LIB is unset): \
+             run ./setup.sh, or set LIBTORCH to a LibTorch 2.11 folder"
+        )
+    });
+    std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.into())
+}
+
+/// Compiles [`CPP_SOURCES`] against LibTorch's headers and links them with [`CPP_LINKS`].
+fn compile_cpp(lib_dir: &Path) {
+    let root = lib_dir.parent().unwrap_or(lib_dir);
+    let include = root.join("include");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .files(CPP_SOURCES)
+        // LibTorch's C++ ABI, which the PyTorch wheels have used since 2.7 (torch-sys reads
+        // the same variable).
+        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi().as_str())
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        // System include folders: the warnings of LibTorch's own headers are not ours.
+        .flag(format!("-isystem{}", include.display()))
+        .flag(format!(
+            "-isystem{}",
+            include.join("torch/csrc/api/include").display()
+        ));
+    for source in CPP_SOURCES {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    build.compile("ibvae_ffi");
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    for lib in CPP_LINKS {
+        println!("cargo:rustc-link-lib=dylib={lib}");
+    }
+}
+
+/// `1` (the new `std::string` ABI) unless `LIBTORCH_CXX11_ABI` says otherwise, as in
+/// torch-sys.
+fn cxx11_abi() -> String {
+    std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned())
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ibvae needs and builds it: PyTorch 2.11.0 from the package registry in a
-# virtual environment (its LibTorch is the compute engine), linked at .libtorch, then
-# `cargo build --release`. Rerunning it reuses what is there.
+# virtual environment (its LibTorch is the compute engine; for its CUDA build, CUDA's crt
+# headers beside it), linked at .libtorch, then `cargo build --release`. Rerunning it
+# reuses what is there.
 #
 #   IBVAE_TORCH_ENV   where the virtual environment lives
 #                     [default: ~/.cache/ibvae/torch-2.11.0, shared by every checkout]
@@ -38,6 +39,22 @@ else
     "$python" -m venv "$env_dir"
     "$env_dir/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$torch_version"
     has_torch || { echo "error: PyTorch $torch_version did not install in $env_dir" >&2; exit 1; }
+  fi
+  # A CUDA 13.0 build of torch ships the CUDA headers in nvidia/cu13/include without
+  # crt/host_config.h, which cuda_runtime.h includes; nvidia-cuda-crt adds it, so that C++
+  # code using LibTorch's CUDA side can be compiled against this environment.
+  cuda_crt=13.0
+  torch_cuda() {
+    "$env_dir/bin/python" -c "import torch; print(torch.version.cuda or '')" 2>/dev/null
+  }
+  has_cuda_crt() {
+    "$env_dir/bin/python" -c "import importlib.metadata as m, sys; \
+sys.exit(not m.version('nvidia-cuda-crt').startswith('$cuda_crt.'))" 2>/dev/null
+  }
+  if [ "$(torch_cuda)" = "$cuda_crt" ] && ! has_cuda_crt; then
+    echo "installing nvidia-cuda-crt $cuda_crt (CUDA's crt headers) into $env_dir"
+    "$env_dir/bin/python" -m pip install --quiet --disable-pip-version-check "nvidia-cuda-crt==$cuda_crt.*"
+    has_cuda_crt || { echo "error: nvidia-cuda-crt $cuda_crt did not install in $env_dir" >&2; exit 1; }
   fi
   torch_dir=$("$env_dir/bin/python" -c "import os, torch; print(os.path.dirname(torch.__file__))")
 fi

@@ -2,6 +2,7 @@
 //! precision. The engine is LibTorch (through `tch`): tensors, autograd, cuDNN on NVIDIA
 //! GPUs and oneDNN on the CPU are PyTorch's own.
 
+pub mod ffi;
 pub mod random;
 
 use std::fmt;
@@ -146,36 +147,20 @@ pub fn sync(device: Device) {
 /// `--precision f32` and on for `--precision tf32`. A process-wide LibTorch setting,
 /// without effect on the CPU.
 ///
-/// `tch` has no binding for it: this calls LibTorch's exported C++ functions
-/// `at::globalContext()` and `at::Context::setAllowTF32CuDNN(bool)` /
-/// `setAllowTF32CuBLAS(bool)` directly, by their Itanium ABI names (a member function
-/// takes the object's address as its first argument).
+/// `tch` has no binding for it: the crate's own C++ file sets it ([`ffi`]).
 pub fn set_tf32(allow: bool) {
-    // SAFETY: `globalContext()` returns a reference to LibTorch's static context, valid
-    // for the life of the process; both setters only store the flag.
-    unsafe {
-        let context = at_global_context();
-        at_set_allow_tf32_cudnn(context, allow);
-        at_set_allow_tf32_cublas(context, allow);
-    }
+    ffi::set_allow_tf32(allow).expect(TF32_FLAGS_ACCEPT);
 }
 
 /// Whether cuBLAS may use TF32 (LibTorch's flag, which [`set_tf32`] sets with cuDNN's).
 pub fn tf32_allowed() -> bool {
-    // SAFETY: as in `set_tf32`; the getter only reads the flag.
-    unsafe { at_allow_tf32_cublas(at_global_context()) }
+    ffi::allow_tf32_cublas().expect(TF32_FLAGS_ACCEPT)
 }
 
-unsafe extern "C" {
-    #[link_name = "_ZN2at13globalContextEv"]
-    fn at_global_context() -> *mut std::ffi::c_void;
-    #[link_name = "_ZN2at7Context17setAllowTF32CuDNNEb"]
-    fn at_set_allow_tf32_cudnn(context: *mut std::ffi::c_void, allow: bool);
-    #[link_name = "_ZN2at7Context18setAllowTF32CuBLASEb"]
-    fn at_set_allow_tf32_cublas(context: *mut std::ffi::c_void, allow: bool);
-    #[link_name = "_ZNK2at7Context15allowTF32CuBLASEv"]
-    fn at_allow_tf32_cublas(context: *mut std::ffi::c_void) -> bool;
-}
+/// Why LibTorch's TF32 calls cannot fail here: LibTorch only refuses them once its newer
+/// fp32-precision settings have been used as well.
+const TF32_FLAGS_ACCEPT: &str = "LibTorch refuses its legacy TF32 flags only after its \
+     fp32-precision settings were used, which ibvae never calls";
 
 /// The floating-point type of convolutions and matrix products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
