@@ -117,13 +117,6 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
-/// Seeds LibTorch's generators, the CPU's and every GPU's (dropout masks, bottleneck
-/// noise, `z` during training, initial weights).
-pub fn seed(seed: u64) {
-    // LibTorch takes a signed 64-bit seed and uses its bits as they are.
-    tch::manual_seed(seed as i64);
-}
-
 /// Sets LibTorch's intra-op CPU threads (and one inter-op thread: the model runs one
 /// operation at a time).
 pub fn set_threads(threads: usize) -> Result<()> {

@@ -403,6 +403,7 @@ mod tests {
             }),
             ema: Some(named(4.0)),
         };
+        std::fs::create_dir_all(&run.path).unwrap();
         checkpoint.save(&run).unwrap();
         let file = TensorFile::read(&run.checkpoint_path()).unwrap();
         let keys: Vec<&str> = file.tensors.keys().map(String::as_str).collect();

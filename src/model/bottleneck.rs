@@ -15,6 +15,7 @@ use std::str::FromStr;
 use tch::Tensor;
 
 use crate::error::Error;
+use crate::model::nn::Mode;
 
 /// Which bottleneck sits on the autoregressive path, and its strength.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -263,13 +264,14 @@ pub struct BottleneckOutput {
     pub rate: Tensor,
 }
 
-/// Applies the bottleneck to `v` (float32). Noise is added only when `train` is true,
+/// Applies the bottleneck to `v` (float32). Noise is added only in training mode,
 /// drawn from LibTorch's generator.
 ///
 /// # Shapes
 /// - `v`: `[B, k * v_dim, H, W]` with `k = 2` for `vb` (`[mu | rho]`), else 1
 /// - returns `y`: `[B, v_dim, H, W]`, `rate`: `[B]`
-pub fn apply(spec: &BottleneckSpec, v: &Tensor, train: bool) -> BottleneckOutput {
+pub fn apply(spec: &BottleneckSpec, v: &Tensor, mode: Mode) -> BottleneckOutput {
+    let train = mode.is_train();
     let noise = match *spec {
         BottleneckSpec::Gd { rate } if train && rate > 0.0 => Some(v.randn_like()),
         BottleneckSpec::Vb { .. } if train => Some(v.chunk(2, 1)[0].randn_like()),
@@ -413,9 +415,12 @@ mod tests {
         let v = normal([2, 10, 4, 4], 3);
         let want = host_f32(&v);
         let gd = |rate| BottleneckSpec::Gd { rate };
-        assert_eq!(host_f32(&apply(&gd(0.0), &v, true).y), want);
-        assert_eq!(host_f32(&apply(&gd(0.5), &v, false).y), want);
-        assert_eq!(host_f32(&apply(&BottleneckSpec::None, &v, true).y), want);
+        assert_eq!(host_f32(&apply(&gd(0.0), &v, Mode::Train).y), want);
+        assert_eq!(host_f32(&apply(&gd(0.5), &v, Mode::Eval).y), want);
+        assert_eq!(
+            host_f32(&apply(&BottleneckSpec::None, &v, Mode::Train).y),
+            want
+        );
     }
 
     #[test]
@@ -426,7 +431,7 @@ mod tests {
         let v = Tensor::from_slice(&[mu[0], mu[1], rho[0], rho[1]])
             .to_kind(Kind::Float)
             .view([1, 4, 1, 1]);
-        let out = apply(&BottleneckSpec::Vb { beta: 0.1 }, &v, false);
+        let out = apply(&BottleneckSpec::Vb { beta: 0.1 }, &v, Mode::Eval);
         let want: f64 = (0..2)
             .map(|i| {
                 let s = (1.0 + rho[i].exp()).ln();

@@ -206,7 +206,7 @@ impl Hybrid {
     /// - `u`: `[B, dec_out, H, W]`, `v`: `[B, k v_dim, H, W]`
     /// - returns `params` `[B, P, H, W]`, `rate` `[B]`
     pub fn params_from_v(&self, u: &Tensor, v: &Tensor, mode: Mode) -> (Tensor, Tensor) {
-        let b = bottleneck::apply(&self.bottleneck, v, mode.is_train());
+        let b = bottleneck::apply(&self.bottleneck, v, mode);
         let mix_in = Tensor::cat(&[&u.to_kind(self.compute), &b.y.to_kind(self.compute)], 1);
         let params = self.mix.forward(&mix_in).to_kind(Kind::Float); // [B, P, H, W]
         (params, b.rate)

@@ -131,27 +131,17 @@ pub fn train(
         state.finished = true;
         return Ok(outcome(state, None, false));
     }
-    let dims = config.model.dims();
-    let mut log = Progress::new(session.progress, total, state.step, dims);
-    let mut tester = Tester::new(data, tc, session.precision);
+    let mut io = RunIo {
+        run,
+        config,
+        log: Progress::new(session.progress, total, state.step, config.model.dims()),
+        tester: Tester::new(data, tc, session.precision),
+    };
     let (mut last_eval, mut last_checkpoint, mut session_steps) = (None, Instant::now(), 0u64);
     // ---- the untrained model's test figure, once, with a checkpoint so it is not redone
     if tc.eval_first && state.step == 0 && state.best_test_nelbo_bpd.is_none() {
-        let report = tester.report(&mut learner)?;
-        log.say(format!("step 0: {} before training", report.summary()));
-        let line = MetricsLine {
-            step: 0,
-            epoch: 0,
-            epoch_end: false,
-            lr: tc.lr_start,
-            train: None,
-            wall_s: 0.0,
-            test: &report,
-        };
-        run.append_metrics(&line.to_json())?;
-        state.best_test_nelbo_bpd = Some(report.terms.nelbo);
-        restore::save(run, config, &learner, &state)?;
-        last_eval = Some(report);
+        last_eval = Some(io.test(&mut learner, &mut state, None)?);
+        io.save(&learner, &state, 0)?;
     }
     // ---- the loop
     while state.step < total {
@@ -161,49 +151,24 @@ pub fn train(
         seed_torch(step_seed(tc.seed, step));
         let lr = exponential_lr(tc.lr_start, tc.lr_end, tc.lr_hold, step, total);
         let batch = learner.step(&x, lr, None).map_err(|NonFiniteLoss(loss)| {
-            log.abandon();
+            io.log.abandon();
             stopped_by_nan(run, format!("the loss became {loss} at step {step}"), epoch)
         })?;
         state.epoch_sums.add(&batch, t0.elapsed().as_secs_f64());
         state.elapsed_s += t0.elapsed().as_secs_f64();
         state.step += 1;
         session_steps += 1;
-        log.step(&state, epoch, lr);
+        io.log.step(&state, epoch, lr);
         // ---- evaluation and checkpoint cadence
         let epoch_end = state.step.is_multiple_of(schedule.steps_per_epoch) || state.step == total;
         let eval_due = epoch_end || tc.eval_every.is_some_and(|k| state.step.is_multiple_of(k));
         if eval_due {
-            let report = tester.report(&mut learner)?;
-            if !report.terms.nelbo.is_finite() {
-                log.abandon();
-                let what = format!("the test negative ELBO became {}", report.terms.nelbo);
-                return Err(stopped_by_nan(
-                    run,
-                    format!("{what} at step {}", state.step),
-                    epoch,
-                ));
-            }
-            let best = state.best_test_nelbo_bpd.unwrap_or(f64::INFINITY);
-            state.best_test_nelbo_bpd = Some(best.min(report.terms.nelbo));
-            let epochs = epoch + u64::from(epoch_end);
-            let train = TrainFigures::of(&state, dims);
-            log.say(format!(
-                "step {} epoch {epochs}: train {:.4} bpd, {}",
-                state.step,
-                train.terms.nelbo,
-                report.summary()
-            ));
-            let line = MetricsLine {
-                step: state.step,
-                epoch: epochs,
+            let at = Cadence {
+                epoch,
                 epoch_end,
                 lr,
-                train: Some(train),
-                wall_s: state.elapsed_s,
-                test: &report,
             };
-            run.append_metrics(&line.to_json())?;
-            last_eval = Some(report);
+            last_eval = Some(io.test(&mut learner, &mut state, Some(at))?);
         }
         if epoch_end {
             state.epoch_sums = EpochSums::default();
@@ -215,22 +180,110 @@ pub fn train(
                 .is_some_and(|m| session_steps >= m);
         let time_due = last_checkpoint.elapsed().as_secs_f64() >= tc.checkpoint_minutes * 60.0;
         if epoch_end || eval_due || time_due || stop || state.finished {
-            // An update can leave non-finite weights behind a finite loss: never save them.
-            if !all_finite(learner.model.params()) {
-                log.abandon();
-                let what = format!("the weights became non-finite at step {}", state.step);
-                return Err(stopped_by_nan(run, what, epoch));
-            }
-            restore::save(run, config, &learner, &state)?;
+            io.save(&learner, &state, epoch)?;
             last_checkpoint = Instant::now();
         }
         if stop && !state.finished {
-            log.abandon_with(format!("stopped at step {}; checkpoint saved", state.step));
+            let message = format!("stopped at step {}; checkpoint saved", state.step);
+            io.log.abandon_with(message);
             return Ok(outcome(state, last_eval, true));
         }
     }
-    log.finish();
+    io.log.finish();
     Ok(outcome(state, last_eval, false))
+}
+
+/// Where a step of the loop is when it evaluates: its epoch, whether the epoch ends
+/// with it, and the learning rate it took.
+struct Cadence {
+    epoch: u64,
+    epoch_end: bool,
+    lr: f64,
+}
+
+/// What the loop writes: the log, the test evaluations with their `metrics.jsonl` lines,
+/// and the checkpoints.
+struct RunIo<'a> {
+    run: &'a RunDir,
+    config: &'a ExperimentConfig,
+    log: Progress,
+    tester: Tester<'a>,
+}
+
+impl RunIo<'_> {
+    /// Evaluates on the test set, logs it, keeps the best figure in `state` and appends
+    /// the metrics line: after the step `at`, or for the untrained model when `None`.
+    fn test(
+        &mut self,
+        learner: &mut Learner,
+        state: &mut TrainState,
+        at: Option<Cadence>,
+    ) -> Result<EvalReport> {
+        let report = self.tester.report(learner)?;
+        let epoch = at.as_ref().map_or(0, |a| a.epoch);
+        if !report.terms.nelbo.is_finite() {
+            self.log.abandon();
+            let what = format!(
+                "the test negative ELBO became {} at step {}",
+                report.terms.nelbo, state.step
+            );
+            return Err(stopped_by_nan(self.run, what, epoch));
+        }
+        let best = state.best_test_nelbo_bpd.unwrap_or(f64::INFINITY);
+        state.best_test_nelbo_bpd = Some(best.min(report.terms.nelbo));
+        let tc = &self.config.train;
+        let line = match at {
+            None => {
+                self.log
+                    .say(format!("step 0: {} before training", report.summary()));
+                MetricsLine {
+                    step: 0,
+                    epoch: 0,
+                    epoch_end: false,
+                    lr: tc.lr_start,
+                    train: None,
+                    wall_s: 0.0,
+                    test: &report,
+                }
+            }
+            Some(Cadence {
+                epoch,
+                epoch_end,
+                lr,
+            }) => {
+                let epochs = epoch + u64::from(epoch_end);
+                let train = TrainFigures::of(state, self.config.model.dims());
+                self.log.say(format!(
+                    "step {} epoch {epochs}: train {:.4} bpd, {}",
+                    state.step,
+                    train.terms.nelbo,
+                    report.summary()
+                ));
+                MetricsLine {
+                    step: state.step,
+                    epoch: epochs,
+                    epoch_end,
+                    lr,
+                    train: Some(train),
+                    wall_s: state.elapsed_s,
+                    test: &report,
+                }
+            }
+        };
+        self.run.append_metrics(&line.to_json())?;
+        Ok(report)
+    }
+
+    /// Saves the checkpoint, unless the weights went non-finite (an update can leave
+    /// them so behind a finite loss): those never reach a checkpoint.
+    fn save(&self, learner: &Learner, state: &TrainState, epoch: u64) -> Result<()> {
+        if !all_finite(learner.model.params()) {
+            self.log.abandon();
+            let what = format!("the weights became non-finite at step {}", state.step);
+            return Err(stopped_by_nan(self.run, what, epoch));
+        }
+        restore::save(self.run, self.config, learner, state)
+    }
 }
 
 /// The data's images must be what the model was configured for.
@@ -394,7 +447,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = RunDir::new(tmp.path().join("run"));
         let data = Dataset {
-            name: "synthetic".into(),
+            kind: crate::io::data::DatasetKind::Cifar10,
             train: images(8, 1),
             test: images(4, 2),
         };

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Dataset, ImageSet};
+use super::{Dataset, DatasetKind, ImageSet};
 use crate::error::{Error, IoContext, Result};
 
 /// Bytes per record: one label byte and a 3x32x32 image.
@@ -91,7 +91,7 @@ pub fn load_dir(dir: &Path) -> Result<Dataset> {
         }
     }
     Ok(Dataset {
-        name: "cifar10".into(),
+        kind: DatasetKind::Cifar10,
         train,
         test,
     })

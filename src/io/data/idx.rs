@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{Dataset, ImageSet};
+use super::{Dataset, DatasetKind, ImageSet};
 use crate::error::{Error, IoContext, Result};
 
 /// IDX magic for unsigned bytes with 3 dimensions (images) and 1 dimension (labels).
@@ -140,7 +140,7 @@ pub fn load_dir(dir: &Path) -> Result<Dataset> {
         )));
     }
     Ok(Dataset {
-        name: "idx".into(),
+        kind: DatasetKind::Idx,
         train,
         test,
     })

@@ -117,10 +117,18 @@ impl ImageSet {
 }
 
 /// A training split and a test split of the same image shape.
+/// The file format a data set was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatasetKind {
+    /// CIFAR-10's binary batches (`data_batch_N.bin`, `test_batch.bin`).
+    Cifar10,
+    /// MNIST-style IDX files (MNIST, Fashion-MNIST).
+    Idx,
+}
+
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// `cifar10` or `idx` (MNIST / Fashion-MNIST).
-    pub name: String,
+    pub kind: DatasetKind,
     pub train: ImageSet,
     pub test: ImageSet,
 }
@@ -146,7 +154,7 @@ pub fn load_sized(dir: &Path, image_size: Option<usize>) -> Result<Dataset> {
         Some(size) => Ok(Dataset {
             train: data.train.downsample(size)?,
             test: data.test.downsample(size)?,
-            name: data.name,
+            kind: data.kind,
         }),
     }
 }
