@@ -1,11 +1,12 @@
 //! Each command's flags, resolved into the request the library runs.
 
-use super::{Cli, Command, RunArgs, RuntimeArgs};
+use super::{Cli, Command, RunArgs, RuntimeArgs, SlurmArgs, SweepArgs, TrainArgs};
 use crate::commands::{bench, evaluate, plot, reference, sample, tools, train};
 use crate::config::Overrides;
 use crate::engine::{DeviceChoice, Runtime};
 use crate::error::Result;
 use crate::experiment::sweep::slurm::SlurmOptions;
+use crate::experiment::sweep::{self, SweepPlan};
 use crate::training::trainer::StartMode;
 
 impl RuntimeArgs {
@@ -40,6 +41,52 @@ impl RunArgs {
     }
 }
 
+impl TrainArgs {
+    /// `--force` over `--resume` over a new run.
+    fn start_mode(&self) -> StartMode {
+        if self.force {
+            StartMode::Force
+        } else if self.resume {
+            StartMode::Resume
+        } else {
+            StartMode::New
+        }
+    }
+}
+
+impl SlurmArgs {
+    /// The cluster's settings, when the sweep goes to SLURM.
+    fn resolve(&self) -> Option<SlurmOptions> {
+        self.slurm.then(|| SlurmOptions {
+            partition: self.partition.clone(),
+            time: self.time.clone(),
+            cpus_per_task: self.cpus_per_task,
+            gpus_per_task: self.gpus_per_task,
+            extra: self.sbatch_extra.clone(),
+            warn_minutes: self.warn_minutes,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+impl SweepArgs {
+    fn resolve(self) -> Result<SweepPlan> {
+        Ok(SweepPlan {
+            members: sweep::members(&self.gd, &self.vb, &self.baselines, &self.seeds)?,
+            preset: self.preset,
+            overrides: self.settings.overrides(),
+            data: self.settings.data,
+            out: self.out,
+            jobs: self.jobs,
+            threads: self.compute.runtime.threads,
+            device: self.compute.runtime.device,
+            precision: self.compute.precision,
+            slurm: self.slurm.resolve(),
+            status: self.status,
+        })
+    }
+}
+
 impl Command {
     /// The device the command computes on, for those that compute.
     pub fn device(&self) -> Option<DeviceChoice> {
@@ -62,43 +109,17 @@ impl Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train::run(train::TrainRequest {
+            start: a.start_mode(),
             preset: a.model.preset,
             bottleneck: a.model.bottleneck,
             data: a.settings.data.clone(),
             run: a.run,
             overrides: a.settings.overrides(),
-            start: if a.force {
-                StartMode::Force
-            } else if a.resume {
-                StartMode::Resume
-            } else {
-                StartMode::New
-            },
             runtime: a.compute.runtime.resolve(),
             precision: a.compute.precision,
             stop_after: a.stop_after,
         }),
-        Command::Sweep(a) => crate::experiment::sweep::run(crate::experiment::sweep::SweepPlan {
-            members: crate::experiment::sweep::members(&a.gd, &a.vb, &a.baselines, &a.seeds)?,
-            preset: a.preset,
-            overrides: a.settings.overrides(),
-            data: a.settings.data,
-            out: a.out,
-            jobs: a.jobs,
-            threads: a.compute.runtime.threads,
-            device: a.compute.runtime.device,
-            precision: a.compute.precision,
-            slurm: a.slurm.slurm.then(|| SlurmOptions {
-                partition: a.slurm.partition.clone(),
-                time: a.slurm.time.clone(),
-                cpus_per_task: a.slurm.cpus_per_task,
-                gpus_per_task: a.slurm.gpus_per_task,
-                extra: a.slurm.sbatch_extra.clone(),
-                warn_minutes: a.slurm.warn_minutes,
-                dry_run: a.slurm.dry_run,
-            }),
-            status: a.status,
-        }),
+        Command::Sweep(a) => sweep::run(a.resolve()?),
         Command::Eval(a) => evaluate::run(evaluate::EvalRequest {
             run: a.run,
             data: a.data,

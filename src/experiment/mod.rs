@@ -1,5 +1,6 @@
-//! Experiments: sweeps over bottleneck strengths and seeds (here or on SLURM), and the
-//! figures of their results.
+//! Experiments: sweeps over bottleneck strengths and seeds (here or on SLURM), the
+//! statistics of their results, and the figures.
 
 pub mod plot;
+pub mod stats;
 pub mod sweep;

@@ -9,6 +9,8 @@
 //! (`scontrol requeue`); after SIGTERM (`scontrol requeue`, preemption, `scancel`) SLURM
 //! decides. A requeued task continues from the checkpoint, exactly as `--resume` does.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -55,15 +57,16 @@ fn job_ids_path(sweep: &Path) -> PathBuf {
     dir(sweep).join("job_ids")
 }
 
-/// The sbatch array script for `tasks` of the sweep in `sweep`.
+/// The sbatch array script for `tasks` of the sweep in `sweep`; `exe` is the `ibvae`
+/// the tasks start.
 pub fn script(
     sweep: &Path,
     tasks: &[Task],
     all_runs: &[PathBuf],
+    exe: &Path,
     runtime: TaskRuntime,
     options: &SlurmOptions,
 ) -> Result<String> {
-    let exe = crate::experiment::sweep::ibvae_executable();
     let indices: Vec<String> = tasks.iter().map(|t| t.index.to_string()).collect();
     let name = sweep
         .file_name()
@@ -202,15 +205,15 @@ pub fn submit(sweep: &Path, script: &str, dry_run: bool) -> Result<(PathBuf, Opt
     Ok((path, Some(id)))
 }
 
-/// The SLURM state of each task of the sweep's jobs that SLURM still lists (`PENDING`,
-/// `RUNNING`, ...), by task index. Empty where SLURM cannot be asked.
-pub fn task_states(sweep: &Path) -> Vec<(usize, String)> {
+/// The SLURM state of each task of the sweep's jobs that SLURM still lists, by task
+/// index. Empty where SLURM cannot be asked.
+pub fn task_states(sweep: &Path) -> BTreeMap<usize, TaskState> {
     let Ok(ids) = std::fs::read_to_string(job_ids_path(sweep)) else {
-        return Vec::new();
+        return BTreeMap::new();
     };
     let ids: Vec<&str> = ids.lines().filter(|l| !l.trim().is_empty()).collect();
     if ids.is_empty() {
-        return Vec::new();
+        return BTreeMap::new();
     }
     let Ok(out) = Command::new("squeue")
         .args([
@@ -222,14 +225,134 @@ pub fn task_states(sweep: &Path) -> Vec<(usize, String)> {
         ])
         .output()
     else {
-        return Vec::new();
+        return BTreeMap::new();
     };
-    String::from_utf8_lossy(&out.stdout)
+    let listed = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| {
+            // `<job>_<task> <STATE>`
             let (job, state) = line.trim().split_once(' ')?;
             let (_, task) = job.split_once('_')?;
-            Some((task.parse().ok()?, state.trim().to_string()))
+            Some((task.parse().ok()?, TaskState::from_squeue(state.trim())))
         })
-        .collect()
+        .collect::<Vec<(usize, TaskState)>>();
+    // A task index listed by several submissions: the first line, as squeue orders them.
+    let mut states = BTreeMap::new();
+    for (index, state) in listed {
+        states.entry(index).or_insert(state);
+    }
+    states
+}
+
+/// A task's state as `squeue` reports it (SLURM's job state codes, `%T`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    Pending,
+    Configuring,
+    Running,
+    Completing,
+    Suspended,
+    Stopped,
+    Signaling,
+    Resizing,
+    StageOut,
+    Requeued,
+    RequeueHold,
+    RequeueFed,
+    ResvDelHold,
+    SpecialExit,
+    Preempted,
+    Completed,
+    Cancelled,
+    Failed,
+    Timeout,
+    NodeFail,
+    BootFail,
+    OutOfMemory,
+    Deadline,
+    Revoked,
+    /// A state this version does not know (from a newer SLURM), as `squeue` names it.
+    Other(String),
+}
+
+impl TaskState {
+    /// Every state this version knows, under its name in `squeue`.
+    const NAMED: [(TaskState, &'static str); 24] = [
+        (Self::Pending, "PENDING"),
+        (Self::Configuring, "CONFIGURING"),
+        (Self::Running, "RUNNING"),
+        (Self::Completing, "COMPLETING"),
+        (Self::Suspended, "SUSPENDED"),
+        (Self::Stopped, "STOPPED"),
+        (Self::Signaling, "SIGNALING"),
+        (Self::Resizing, "RESIZING"),
+        (Self::StageOut, "STAGE_OUT"),
+        (Self::Requeued, "REQUEUED"),
+        (Self::RequeueHold, "REQUEUE_HOLD"),
+        (Self::RequeueFed, "REQUEUE_FED"),
+        (Self::ResvDelHold, "RESV_DEL_HOLD"),
+        (Self::SpecialExit, "SPECIAL_EXIT"),
+        (Self::Preempted, "PREEMPTED"),
+        (Self::Completed, "COMPLETED"),
+        (Self::Cancelled, "CANCELLED"),
+        (Self::Failed, "FAILED"),
+        (Self::Timeout, "TIMEOUT"),
+        (Self::NodeFail, "NODE_FAIL"),
+        (Self::BootFail, "BOOT_FAIL"),
+        (Self::OutOfMemory, "OUT_OF_MEMORY"),
+        (Self::Deadline, "DEADLINE"),
+        (Self::Revoked, "REVOKED"),
+    ];
+
+    /// The state from its name in `squeue`'s `%T` column.
+    pub fn from_squeue(name: &str) -> Self {
+        Self::NAMED
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map_or_else(|| Self::Other(name.to_string()), |(s, _)| s.clone())
+    }
+
+    /// The state's name in `squeue`.
+    pub fn squeue_name(&self) -> &str {
+        match self {
+            Self::Other(name) => name,
+            known => {
+                Self::NAMED
+                    .iter()
+                    .find(|(s, _)| s == known)
+                    .expect("every known state is named")
+                    .1
+            }
+        }
+    }
+}
+
+/// `pending`, `running`, ...: the state as `--status` shows it.
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.squeue_name().to_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--status` shows a state as `squeue` names it, in lower case, known to this
+    /// version or not.
+    #[test]
+    fn task_states_keep_squeue_names() {
+        for (state, name) in TaskState::NAMED {
+            assert_eq!(TaskState::from_squeue(name), state);
+            assert_eq!(state.to_string(), name.to_lowercase());
+        }
+        assert_eq!(TaskState::from_squeue("PENDING"), TaskState::Pending);
+        assert_eq!(
+            TaskState::from_squeue("REQUEUE_HOLD").to_string(),
+            "requeue_hold"
+        );
+        let newer = TaskState::from_squeue("POWER_UP_NODE");
+        assert_eq!(newer, TaskState::Other("POWER_UP_NODE".into()));
+        assert_eq!(newer.to_string(), "power_up_node");
+    }
 }

@@ -1,0 +1,277 @@
+//! A sweep run on this machine: each member trained, then evaluated, by a child `ibvae`
+//! process (`--jobs` at a time) with its output appended to the run's `train.log`.
+//! `results.csv` is refreshed after every evaluation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, IoContext, Result};
+use crate::experiment::sweep::plan::{
+    Member, PlannedRun, SweepPlan, finished, saved_state, write_member_config,
+};
+use crate::experiment::sweep::results;
+
+/// How often the sweep looks at its children.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Trains and evaluates every unfinished run of `runs`; `recorded` (the directory's
+/// members, this sweep's and earlier ones') are the rows of `results.csv`.
+pub fn run(plan: &SweepPlan, runs: &[PlannedRun], recorded: &[Member]) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut sweep = LocalSweep {
+        plan,
+        recorded,
+        threads: plan.threads.unwrap_or((cores / plan.jobs).max(1)),
+        // The children get the same Ctrl-C (or SIGTERM to the process group),
+        // checkpoint and exit; the sweep starts no more of them and waits.
+        stop: crate::signals::stop_flag()?,
+        queue: unfinished(plan, runs),
+        running: Vec::new(),
+        failures: Vec::new(),
+    };
+    loop {
+        sweep.start_next()?;
+        if sweep.running.is_empty() {
+            break;
+        }
+        std::thread::sleep(POLL);
+        sweep.reap()?;
+    }
+    sweep.finish(runs.len())
+}
+
+/// The runs not finished earlier, last first (the queue pops from its end).
+fn unfinished<'a>(plan: &SweepPlan, runs: &'a [PlannedRun]) -> Vec<&'a PlannedRun> {
+    let mut queue = Vec::new();
+    for r in runs {
+        if finished(&plan.run_dir(&r.member)).is_some() {
+            println!("{:<12} finished earlier, skipped", r.member.name);
+        } else {
+            queue.push(r);
+        }
+    }
+    queue.reverse();
+    queue
+}
+
+/// What a member's child process does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// `ibvae train --resume`: continues (or starts) the run.
+    Training,
+    /// `ibvae eval`: the finished run on the whole test set.
+    Evaluating,
+}
+
+/// A member's child process.
+struct Running<'a> {
+    run: &'a PlannedRun,
+    child: Child,
+    phase: Phase,
+}
+
+/// The sweep's state between two looks at its children.
+struct LocalSweep<'a> {
+    plan: &'a SweepPlan,
+    recorded: &'a [Member],
+    /// CPU threads per child.
+    threads: usize,
+    stop: Arc<AtomicBool>,
+    /// The runs not started yet, the next one last.
+    queue: Vec<&'a PlannedRun>,
+    running: Vec<Running<'a>>,
+    /// The names of the members whose child failed.
+    failures: Vec<String>,
+}
+
+impl<'a> LocalSweep<'a> {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The directory of the run of `member`.
+    fn run_path(&self, member: &Member) -> PathBuf {
+        self.plan.out.join(&member.name)
+    }
+
+    /// Starts training the next runs of the queue while fewer than `--jobs` children
+    /// run, unless the sweep was told to stop.
+    fn start_next(&mut self) -> Result<()> {
+        while self.running.len() < self.plan.jobs && !self.stopped() {
+            let Some(run) = self.queue.pop() else {
+                break;
+            };
+            let path = self.run_path(&run.member);
+            write_member_config(&self.plan.run_dir(&run.member), &run.config)?;
+            let log = path.join("train.log");
+            println!("{:<12} training (log: {})", run.member.name, log.display());
+            let child = spawn_logged(self.command(Phase::Training, &path), &log)?;
+            self.running.push(Running {
+                run,
+                child,
+                phase: Phase::Training,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes in the children that have exited: a trained run is evaluated next, an
+    /// evaluated one refreshes `results.csv`.
+    fn reap(&mut self) -> Result<()> {
+        let mut i = 0;
+        while i < self.running.len() {
+            match self.running[i].child.try_wait().at(&self.plan.out)? {
+                None => i += 1,
+                Some(status) => {
+                    let done = self.running.remove(i);
+                    if status.success() {
+                        self.next_phase(done.run, done.phase)?;
+                    } else {
+                        let log = self.run_path(&done.run.member).join("train.log");
+                        println!(
+                            "{:<12} FAILED (see {})",
+                            done.run.member.name,
+                            log.display()
+                        );
+                        self.failures.push(done.run.member.name.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After `phase` of `run` succeeded: its evaluation after its training (when the
+    /// run has done all its steps and the sweep goes on), `results.csv` after its
+    /// evaluation.
+    fn next_phase(&mut self, run: &'a PlannedRun, phase: Phase) -> Result<()> {
+        let m = &run.member;
+        let dir = self.plan.run_dir(m);
+        match phase {
+            Phase::Evaluating => {
+                if let Some(r) = finished(&dir) {
+                    println!(
+                        "{:<12} test negative ELBO {:.4} bits/dim, KL {:.4}",
+                        m.name, r.terms.nelbo, r.terms.kl
+                    );
+                }
+                results::write(
+                    &self.plan.out,
+                    &results::collect(&self.plan.out, self.recorded),
+                )
+            }
+            Phase::Training if saved_state(&dir).is_some_and(|s| s.finished) && !self.stopped() => {
+                println!("{:<12} evaluating on the whole test set", m.name);
+                let path = self.run_path(m);
+                let command = self.command(Phase::Evaluating, &path);
+                let child = spawn_logged(command, &path.join("train.log"))?;
+                self.running.push(Running {
+                    run,
+                    child,
+                    phase: Phase::Evaluating,
+                });
+                Ok(())
+            }
+            Phase::Training => Ok(()),
+        }
+    }
+
+    /// The child `ibvae` of `phase` on the run in `run`.
+    fn command(&self, phase: Phase, run: &Path) -> Command {
+        let mut cmd = Command::new(ibvae_executable());
+        cmd.arg(match phase {
+            Phase::Training => "train",
+            Phase::Evaluating => "eval",
+        })
+        .arg("--run")
+        .arg(run)
+        .args(["--threads", &self.threads.to_string()])
+        .args(["--device", &self.plan.device.to_string()]);
+        match phase {
+            Phase::Training => cmd
+                .arg("--resume")
+                .args(["--precision", &self.plan.precision.to_string()]),
+            Phase::Evaluating => cmd.arg("--json"),
+        };
+        cmd
+    }
+
+    /// `results.csv` of every recorded run, then what became of this sweep's `planned`
+    /// runs: all done, interrupted (to resume), or some failed.
+    fn finish(self, planned: usize) -> Result<()> {
+        let out = &self.plan.out;
+        let rows = results::collect(out, self.recorded);
+        results::write(out, &rows)?;
+        if self.stopped() {
+            let done = results::collect(out, &self.plan.members).len();
+            println!(
+                "interrupted: {done} of {planned} runs finished; run the same command again to \
+                 resume"
+            );
+            return Ok(());
+        }
+        println!(
+            "wrote {} ({} runs)",
+            results::path(out).display(),
+            rows.len()
+        );
+        if !self.failures.is_empty() {
+            return Err(Error::Training(format!(
+                "{} run(s) failed: {}; their train.log says why; fix and run the sweep again \
+                 to resume them",
+                self.failures.len(),
+                self.failures.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The path of the running `ibvae`, for the sweep's children. When the binary was
+/// rebuilt while the sweep runs, Linux names the running one `<path> (deleted)`: the
+/// children then start the new binary at `<path>`.
+pub fn ibvae_executable() -> PathBuf {
+    undeleted(std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ibvae")))
+}
+
+fn undeleted(exe: PathBuf) -> PathBuf {
+    match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    }
+}
+
+/// Starts `cmd` with its output appended to `log`.
+fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .at(log)?;
+    let err = file.try_clone().at(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .map_err(|e| {
+            Error::Config(format!(
+                "could not start {}: {e}",
+                cmd.get_program().to_string_lossy()
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuilt_binary_is_started_from_its_path() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(undeleted(p("/x/ibvae (deleted)")), p("/x/ibvae"));
+        assert_eq!(undeleted(p("/x/ibvae")), p("/x/ibvae"));
+    }
+}
