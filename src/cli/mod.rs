@@ -126,7 +126,8 @@ pub struct RunArgs {
     /// Evaluate the untrained model first: a step-0 line in metrics.jsonl to compare with.
     #[arg(long)]
     pub eval_first: bool,
-    /// Checkpoint at least every N minutes, besides each epoch's end [default: 10].
+    /// Checkpoint at least every N minutes, besides each epoch's end (0: after every step)
+    /// [default: 10].
     #[arg(long)]
     pub checkpoint_minutes: Option<f64>,
     /// Keep a Polyak average of the weights with this decay and evaluate with it.

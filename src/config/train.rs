@@ -110,10 +110,35 @@ impl TrainConfig {
                 "the run needs at least one step (--epochs or --steps)".into(),
             ));
         }
-        if !(self.lr_start > 0.0 && self.lr_end > 0.0) {
+        // Every number a run records must be finite: JSON has no NaN or infinity, and
+        // `config.json` must read back as it was written.
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if !(positive(self.lr_start) && positive(self.lr_end)) {
             return Err(Error::Config(format!(
-                "learning rates must be positive, got {} and {}",
+                "learning rates must be positive finite numbers, got --lr-start {} and \
+                 --lr-end {}",
                 self.lr_start, self.lr_end
+            )));
+        }
+        if !(self.checkpoint_minutes >= 0.0 && self.checkpoint_minutes.is_finite()) {
+            return Err(Error::Config(format!(
+                "--checkpoint-minutes is the time between checkpoints, a finite number of \
+                 minutes >= 0 (0: after every step), got {}",
+                self.checkpoint_minutes
+            )));
+        }
+        if self.eval_every == Some(0) || self.eval_images == Some(0) {
+            return Err(Error::Config(
+                "--eval-every and --eval-images must be at least 1 (leave them out for an \
+                 evaluation at each epoch's end on the whole test set)"
+                    .into(),
+            ));
+        }
+        let AdamSettings { beta1, beta2, eps } = self.adam;
+        if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && positive(eps)) {
+            return Err(Error::Config(format!(
+                "Adam's betas must be in [0, 1) and its eps a positive finite number, got \
+                 {beta1}, {beta2} and {eps}"
             )));
         }
         if !(0.0..=1.0).contains(&self.lr_hold) {
@@ -130,5 +155,40 @@ impl TrainConfig {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbers that JSON cannot hold, or that no run can use, are refused with the flag
+    /// they came from; the limits themselves are accepted.
+    #[test]
+    fn non_finite_and_out_of_range_numbers_are_refused() {
+        let ok = TrainConfig::for_preset(Preset::Tiny, "data".into());
+        assert!(ok.validate().is_ok());
+        let refused = |change: &dyn Fn(&mut TrainConfig), flag: &str| {
+            let mut c = ok.clone();
+            change(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        };
+        for v in [f64::NAN, f64::INFINITY, -1.0, 0.0] {
+            refused(&|c| c.lr_start = v, "--lr-start");
+            refused(&|c| c.lr_end = v, "--lr-end");
+        }
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0] {
+            refused(&|c| c.checkpoint_minutes = v, "--checkpoint-minutes");
+        }
+        refused(&|c| c.eval_every = Some(0), "--eval-every");
+        refused(&|c| c.eval_images = Some(0), "--eval-images");
+        refused(&|c| c.adam.eps = f64::NAN, "eps");
+        refused(&|c| c.adam.beta2 = 1.0, "betas");
+        refused(&|c| c.ema_decay = Some(f64::NAN), "--ema-decay");
+        refused(&|c| c.lr_hold = f64::NAN, "--lr-hold");
+        let mut every_step = ok.clone();
+        every_step.checkpoint_minutes = 0.0;
+        assert!(every_step.validate().is_ok());
     }
 }
