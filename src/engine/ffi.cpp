@@ -13,6 +13,7 @@
 #include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/_foreach_lerp.h>
 #include <ATen/ops/_fused_adam.h>
 #include <c10/util/Exception.h>
 
@@ -161,6 +162,20 @@ char* ibvae_fused_adam_(IbvaeAdamLists lists, const at::Tensor* lr,
     at::_fused_adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
                      *lr, constants.beta1, constants.beta2, /*weight_decay=*/0.0,
                      constants.eps, /*amsgrad=*/false, /*maximize=*/false);
+  });
+}
+
+// The Polyak average's update over every tensor at once: `averages[i] += weight *
+// (values[i] - averages[i])` (`torch._foreach_lerp_`), a few kernel launches per step
+// instead of one per tensor.
+char* ibvae_foreach_lerp_(IbvaeTensorList averages, IbvaeTensorList values, double weight) {
+  return guarded([&] {
+    const at::NoGradGuard no_grad;
+    const std::vector<at::Tensor> selves = to_vector(averages);
+    const std::vector<at::Tensor> ends = to_vector(values);
+    TORCH_CHECK(selves.size() == ends.size(), "ibvae_foreach_lerp_: ", selves.size(),
+                " averages but ", ends.size(), " values");
+    at::_foreach_lerp_(selves, ends, weight);
   });
 }
 

@@ -119,6 +119,24 @@ pub fn fused_adam_(lists: AdamLists<'_>, lr: &Tensor, constants: AdamConstants) 
     check(unsafe { ibvae_fused_adam_(c_lists, lr.as_ptr(), constants) })
 }
 
+/// `averages[i] += weight * (values[i] - averages[i])` over every pair at once, in place
+/// on `averages` (`torch._foreach_lerp_`: the Polyak average's update). Autograd does not
+/// record it.
+pub fn foreach_lerp_(averages: &[Tensor], values: &[Tensor], weight: f64) -> Result<()> {
+    if averages.len() != values.len() {
+        return Err(engine_error(format!(
+            "foreach lerp: {} averages but {} values",
+            averages.len(),
+            values.len()
+        )));
+    }
+    let pointers = |tensors: &[Tensor]| tensors.iter().map(Tensor::as_ptr).collect::<Vec<_>>();
+    let (a, v) = (pointers(averages), pointers(values));
+    // SAFETY: as in `fused_adam_`: every pointer is the C++ tensor of a borrowed `Tensor`,
+    // alive for the whole call; only the averages' data change.
+    check(unsafe { ibvae_foreach_lerp_(TensorList::new(&a), TensorList::new(&v), weight) })
+}
+
 // ---------------------------------------------------------------------------------------
 // The C++ side
 // ---------------------------------------------------------------------------------------
@@ -158,6 +176,7 @@ unsafe extern "C" {
         lr: *const C_tensor,
         constants: AdamConstants,
     ) -> *mut c_char;
+    fn ibvae_foreach_lerp_(averages: TensorList, values: TensorList, weight: f64) -> *mut c_char;
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::AdamSettings;
-use crate::engine::ffi::{AdamConstants, AdamLists, fused_adam_};
+use crate::engine::ffi::{AdamConstants, AdamLists, foreach_lerp_, fused_adam_};
 use crate::io::checkpoint::{AdamMoments, NamedTensors};
 use crate::io::tensor_file::Stored;
 
@@ -176,16 +176,19 @@ impl Ema {
     }
 
     pub fn update(&mut self, params: &NamedParams) {
-        tch::no_grad(|| {
-            for (name, w) in params {
+        let (averages, values): (Vec<Tensor>, Vec<Tensor>) = params
+            .iter()
+            .map(|(name, w)| {
                 let avg = self
                     .weights
-                    .get_mut(name)
+                    .get(name)
                     .expect("the average covers every parameter");
-                // avg += (1 - decay) (w - avg)
-                let _ = avg.lerp_(w, 1.0 - self.decay);
-            }
-        });
+                (avg.shallow_clone(), w.shallow_clone())
+            })
+            .unzip();
+        // avg += (1 - decay) (w - avg), over every tensor at once
+        foreach_lerp_(&averages, &values, 1.0 - self.decay)
+            .expect("the average has one tensor per parameter, of its shape");
     }
 
     /// The averaged weights, copied to the host for a checkpoint.
