@@ -1135,3 +1135,25 @@ fn a_run_directory_of_release_0_1_0_resumes_and_evaluates() {
     assert_eq!(report["nelbo_bpd"], logged[4]["test"]["nelbo_bpd"]);
     assert!(report["vb_rate_bpd"].as_f64().unwrap() > 0.0);
 }
+
+/// Numbers no command can use are refused with the flag they came from, not a panic.
+#[test]
+fn an_evaluation_batch_of_zero_and_a_run_too_long_to_count_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let (data, run) = (data.to_str().unwrap(), tmp.path().join("r"));
+    let run_s = run.to_str().unwrap();
+    let err = run_err(&train_tiny(
+        data,
+        run_s,
+        &["--epochs", "6148914691236517206"],
+    ));
+    assert!(err.contains("--epochs"), "{err}");
+    run_ok(&train_tiny(
+        data,
+        run_s,
+        &["--steps", "2", "--threads", "1"],
+    ));
+    let err = run_err(&["eval", "--run", run_s, "--batch", "0"]);
+    assert!(err.contains("--batch"), "{err}");
+}

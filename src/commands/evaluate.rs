@@ -22,8 +22,10 @@ pub struct EvalRequest {
 }
 
 pub fn run(args: EvalRequest) -> Result<()> {
-    if args.samples == 0 {
-        return Err(Error::Config("--samples must be at least 1".into()));
+    if args.samples == 0 || args.batch == Some(0) {
+        return Err(Error::Config(
+            "--samples and --batch must be at least 1".into(),
+        ));
     }
     let (config, model, data) = super::load_run(&args.run, args.data.as_ref(), &args.runtime)?;
     let batch = args.batch.unwrap_or(config.train.eval_batch);

@@ -61,6 +61,8 @@ pub fn run(args: TrainRequest) -> Result<()> {
         )?;
         (config, data)
     };
+    // A schedule too long to count is refused before anything is written.
+    config.train.total_steps(data.train.len())?;
     let config = prepare_run(&run, config, start)?;
     // Ctrl-C, SIGTERM or SIGUSR1: finish the step, save a checkpoint, stop.
     let stop = crate::signals::stop_flag()?;
@@ -74,7 +76,7 @@ pub fn run(args: TrainRequest) -> Result<()> {
         Hybrid::new(&config.model, crate::engine::cpu())?.num_params(),
         n_train,
         data.test.len(),
-        config.train.total_steps(n_train),
+        config.train.total_steps(n_train)?,
         config.train.batch,
         config.train.steps_per_epoch(n_train)
     );

@@ -92,8 +92,21 @@ impl TrainConfig {
     }
 
     /// Optimizer steps in the whole run for a training set of `n` images.
-    pub fn total_steps(&self, n: usize) -> u64 {
-        self.steps.unwrap_or(self.epochs * self.steps_per_epoch(n))
+    pub fn total_steps(&self, n: usize) -> Result<u64> {
+        match self.steps {
+            Some(steps) => Ok(steps),
+            None => self
+                .epochs
+                .checked_mul(self.steps_per_epoch(n))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "--epochs {} of {} steps each is more steps than a run can count; ask \
+                     for fewer epochs",
+                        self.epochs,
+                        self.steps_per_epoch(n)
+                    ))
+                }),
+        }
     }
 
     /// Steps per pass over `n` images (the last batch may be partial).
@@ -187,6 +200,11 @@ mod tests {
         refused(&|c| c.adam.beta2 = 1.0, "betas");
         refused(&|c| c.ema_decay = Some(f64::NAN), "--ema-decay");
         refused(&|c| c.lr_hold = f64::NAN, "--lr-hold");
+        let mut huge = ok.clone();
+        huge.epochs = 6_148_914_691_236_517_206;
+        let err = huge.total_steps(40).unwrap_err().to_string();
+        assert!(err.contains("--epochs"), "{err}");
+        assert_eq!(ok.total_steps(40).unwrap(), 350 * 10);
         let mut every_step = ok.clone();
         every_step.checkpoint_minutes = 0.0;
         assert!(every_step.validate().is_ok());

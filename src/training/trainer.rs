@@ -337,7 +337,7 @@ impl<'a> Schedule<'a> {
             seed: tc.seed,
             image: [mc.image_channels, mc.image_size, mc.image_size],
             steps_per_epoch: tc.steps_per_epoch(n),
-            total_steps: tc.total_steps(n),
+            total_steps: tc.total_steps(n)?,
             order: Batches::sequential(0, 1),
             order_epoch: None,
         })
