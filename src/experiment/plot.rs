@@ -285,19 +285,11 @@ pub fn samples_panel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::stats::tests::row;
+    use crate::experiment::stats::tests::{row, three_seeds_of_gd_and_a_vb_run};
 
     #[test]
     fn a_point_over_seeds_says_how_many() {
-        let rows: Vec<ResultRow> = [5.0, 5.2, 5.4]
-            .iter()
-            .enumerate()
-            .map(|(i, &nelbo)| ResultRow {
-                seed: i as u64,
-                ..row("gd", 0.15, nelbo, 0.01 * (i + 1) as f64)
-            })
-            .chain([row("vb", 0.1, 5.3, 0.02)])
-            .collect();
+        let rows = three_seeds_of_gd_and_a_vb_run();
         let tmp = tempfile::tempdir().unwrap();
         tradeoff(&rows, tmp.path(), "seeds").unwrap();
         let svg = std::fs::read_to_string(tmp.path().join("tradeoff.svg")).unwrap();

@@ -269,6 +269,20 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::terms::Terms;
 
+    /// GD p = 0.15 in seeds 0, 1, 2 (negative ELBO 5.0, 5.2, 5.4; KL 0.01, 0.02, 0.03)
+    /// and one VB run.
+    pub(crate) fn three_seeds_of_gd_and_a_vb_run() -> Vec<ResultRow> {
+        [5.0, 5.2, 5.4]
+            .iter()
+            .enumerate()
+            .map(|(i, &nelbo)| ResultRow {
+                seed: i as u64,
+                ..row("gd", 0.15, nelbo, 0.01 * (i + 1) as f64)
+            })
+            .chain([row("vb", 0.1, 5.3, 0.02)])
+            .collect()
+    }
+
     /// A finished run of `kind:strength` with its test negative ELBO and KL (bits/dim).
     pub(crate) fn row(kind: &str, strength: f64, nelbo: f64, kl: f64) -> ResultRow {
         let spec = BottleneckSpec::from_kind_value(kind, strength).unwrap();
@@ -316,15 +330,7 @@ pub(crate) mod tests {
                 hi: 4.0
             }
         );
-        let rows: Vec<ResultRow> = [5.0, 5.2, 5.4]
-            .iter()
-            .enumerate()
-            .map(|(i, &nelbo)| ResultRow {
-                seed: i as u64,
-                ..row("gd", 0.15, nelbo, 0.01 * (i + 1) as f64)
-            })
-            .chain([row("vb", 0.1, 5.3, 0.02)])
-            .collect();
+        let rows = three_seeds_of_gd_and_a_vb_run();
         let pts = points(&rows);
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[0].seeds, 3);

@@ -73,11 +73,6 @@ impl Terms<f64> {
     pub fn bits_per_dim(&self, images: usize, dims: usize) -> Self {
         self.map(|&v| bits_per_dim(v / images.max(1) as f64, dims))
     }
-
-    /// Whether every term is a finite number.
-    pub fn all_finite(&self) -> bool {
-        self.values().iter().all(|v| v.is_finite())
-    }
 }
 
 impl Terms<Tensor> {
@@ -91,17 +86,6 @@ impl Terms<Tensor> {
             .collect();
         Tensor::stack(&sums, 0)
     }
-
-    /// The batch sums of the per-image terms on the host, in float64 (one transfer).
-    pub fn host_sums(&self) -> Terms<f64> {
-        host_terms(&self.batch_sums())
-    }
-}
-
-/// A `[5]` tensor of terms (as [`Terms::batch_sums`] makes) on the host.
-pub fn host_terms(t: &Tensor) -> Terms<f64> {
-    let v = crate::model::ops::host_f64(t);
-    Terms::from_values([v[0], v[1], v[2], v[3], v[4]])
 }
 
 /// Writes the terms as entries `<prefix><name><suffix>` of the enclosing object (a field
@@ -231,6 +215,9 @@ mod tests {
         let want = |v: f64| v / 8.0 / std::f64::consts::LN_2;
         assert_eq!(bpd, sums.map(|&v| want(v)));
         let t = Terms::from_values([3.0, 1.0, 2.0, 0.5, 0.0].map(|v| Tensor::from_slice(&[v, v])));
-        assert_eq!(t.host_sums(), Terms::from_values([6.0, 2.0, 4.0, 1.0, 0.0]));
+        assert_eq!(
+            crate::model::ops::host_f64(&t.batch_sums()),
+            [6.0, 2.0, 4.0, 1.0, 0.0]
+        );
     }
 }
