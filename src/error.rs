@@ -31,6 +31,44 @@ pub enum Error {
     /// No device of the requested kind is available.
     #[error("{0}")]
     Device(String),
+    /// A directory is in use by another process.
+    #[error("{0}")]
+    Locked(String),
+    /// The command's output could not be written (a closed pipe, a full device).
+    #[error("could not write the output: {0}")]
+    Output(#[source] std::io::Error),
+    /// The work stopped on request (a signal), with everything saved to resume it; the
+    /// message says how.
+    #[error("{0}")]
+    Interrupted(String),
+}
+
+/// The exit codes of `ibvae`, for scripts and schedulers.
+pub mod exit {
+    /// Done: the command did all it was asked.
+    pub const DONE: i32 = 0;
+    /// Failed: the message on stderr says why.
+    pub const FAILED: i32 = 1;
+    /// The command line did not parse.
+    pub const USAGE: i32 = 2;
+    /// Stopped by a signal (or `--stop-after`) with a checkpoint: run the same command
+    /// again, or `train --resume`, to go on.
+    pub const INTERRUPTED: i32 = 3;
+    /// A second stop signal arrived while the first was being handled: stopped at once.
+    pub const FORCED: i32 = 130;
+    /// The reader of the output went away (a closed pipe, as in `ibvae params | head`).
+    pub const CLOSED_PIPE: i32 = 141;
+}
+
+impl Error {
+    /// The exit code that says what happened (see [`exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Interrupted(_) => exit::INTERRUPTED,
+            Error::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::CLOSED_PIPE,
+            _ => exit::FAILED,
+        }
+    }
 }
 
 /// Result with the library's error type.

@@ -1,5 +1,5 @@
 //! The `ibvae` command: parses the command line, runs it, and turns an error into a
-//! message and a non-zero exit code.
+//! message and an exit code that says what happened (`ibvae::error::exit`).
 
 use clap::Parser;
 use ibvae::engine::DeviceChoice;
@@ -8,8 +8,13 @@ fn main() {
     let cli = ibvae::cli::Cli::parse();
     openmp_wait_policy(cli.command.device());
     if let Err(e) = ibvae::cli::run(cli) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+        match &e {
+            // Whoever read the output has gone: nothing to say, and no one to say it to.
+            ibvae::Error::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {}
+            ibvae::Error::Interrupted(message) => ibvae::noteln!("{message}"),
+            _ => ibvae::noteln!("error: {e}"),
+        }
+        std::process::exit(e.exit_code());
     }
 }
 
@@ -40,7 +45,7 @@ fn openmp_wait_policy(device: Option<DeviceChoice>) {
         .env("OMP_WAIT_POLICY", policy)
         .exec();
     // `exec` returns only when it failed: go on with OpenMP's default.
-    eprintln!("note: could not restart with OMP_WAIT_POLICY={policy} ({err})");
+    ibvae::noteln!("note: could not restart with OMP_WAIT_POLICY={policy} ({err})");
 }
 
 #[cfg(not(unix))]

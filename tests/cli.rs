@@ -22,6 +22,20 @@ fn run_ok(args: &[&str]) -> Output {
     out
 }
 
+/// Runs `ibvae args`, which must stop with a checkpoint (exit code 3) and say how to
+/// resume.
+fn run_stopped(args: &[&str]) -> Output {
+    let out = ibvae().args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "ibvae {args:?} should have stopped with a checkpoint:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+    out
+}
+
 /// `ibvae plot` of the sweep in `sweep` into `figs`, with `samples` samples per run.
 fn plot(sweep: &Path, figs: &Path, samples: &str) -> Output {
     run_ok(&[
@@ -185,8 +199,7 @@ fn interrupted_runs_resume_exactly() {
     let stopped = tmp.path().join("stopped");
     let mut args = train_args(data, stopped.to_str().unwrap());
     args.extend(["--stop-after", "9"]);
-    let out = run_ok(&args);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("--resume"));
+    run_stopped(&args);
     run_ok(&[
         "train",
         "--run",
@@ -204,7 +217,12 @@ fn interrupted_runs_resume_exactly() {
 
     // 3. SIGTERM (SLURM's time limit, preemption, requeue) and SIGUSR1 (its warning
     // before the time limit): the same as SIGINT.
-    for (name, signal) in [("sigterm", "-TERM"), ("sigusr1", "-USR1")] {
+    // SIGHUP (the terminal closed): the same.
+    for (name, signal) in [
+        ("sigterm", "-TERM"),
+        ("sigusr1", "-USR1"),
+        ("sighup", "-HUP"),
+    ] {
         let run = tmp.path().join(name);
         interrupt_and_resume(data, &run, signal);
         assert_same_run(&whole, &run);
@@ -246,14 +264,12 @@ fn interrupt_and_resume(data: &str, run: &Path, signal: &str) {
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     if signal != "-KILL" {
-        assert!(
-            out.status.success(),
-            "{signal} should exit cleanly: {out:?}"
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{signal} should stop with a checkpoint: {out:?}"
         );
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("checkpoint saved")
-                || String::from_utf8_lossy(&out.stdout).contains("--resume")
-        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
     }
     run_ok(&[
         "train",
@@ -314,7 +330,7 @@ fn eval_reproduces_the_last_logged_test_figure_and_the_run_refuses_overwrites() 
     let err = run_err(&[
         "train", "--preset", "small", "--data", data, "--run", run_s, "--resume",
     ]);
-    assert!(err.contains("another config"), "{err}");
+    assert!(err.contains("other settings"), "{err}");
     assert_eq!(
         before,
         std::fs::read(run.join("checkpoint.safetensors")).unwrap()
@@ -338,7 +354,7 @@ fn eval_first_logs_the_untrained_model_once_across_a_resume() {
     let args = train_tiny(data, run_s, &["--steps", "3", "--eval-first"]);
     let mut first = args.clone();
     first.extend(["--stop-after", "1"]);
-    run_ok(&first);
+    run_stopped(&first);
     run_ok(&["train", "--run", run_s, "--resume", "--threads", "1"]);
     let steps: Vec<u64> = metrics(&run)
         .iter()
@@ -361,7 +377,7 @@ fn a_failed_checkpoint_write_keeps_the_last_good_checkpoint() {
     let run_s = run.to_str().unwrap();
     let mut first = train_tiny(data, run_s, &["--steps", "3", "--threads", "1"]);
     first.extend(["--stop-after", "1"]);
-    run_ok(&first);
+    run_stopped(&first);
     let checkpoint = run.join("checkpoint.safetensors");
     let before = std::fs::read(&checkpoint).unwrap();
     let limit_kib = before.len() / 2048;
@@ -673,7 +689,7 @@ fn an_interrupted_sweep_resumes_the_unfinished_run() {
     let out = tmp.path().join("sweep");
     // The run stopped half way, as an interrupted sweep leaves it.
     let run = out.join("gd-0.2");
-    run_ok(&train_tiny(
+    run_stopped(&train_tiny(
         data.to_str().unwrap(),
         run.to_str().unwrap(),
         &[
@@ -1156,4 +1172,195 @@ fn an_evaluation_batch_of_zero_and_a_run_too_long_to_count_are_refused() {
     ));
     let err = run_err(&["eval", "--run", run_s, "--batch", "0"]);
     assert!(err.contains("--batch"), "{err}");
+}
+
+/// A reader that goes away (`| head -1`) ends a command quietly; a full device is a
+/// one-line error; a training run whose log pipe closed trains on to its end.
+#[cfg(unix)]
+#[test]
+fn closed_pipes_and_full_devices_end_commands_quietly_but_not_training() {
+    let exe = env!("CARGO_BIN_EXE_ibvae");
+    // A pipe whose reading end is closed before the command starts.
+    let closed_pipe = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    let out = ibvae()
+        .args(["params", "--preset", "tiny"])
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(
+        stderr.is_empty(),
+        "a closed pipe should end quietly: {stderr}"
+    );
+
+    if Path::new("/dev/full").exists() {
+        let full = Command::new("bash")
+            .args(["-c", "\"$0\" params --preset tiny > /dev/full", exe])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&full.stderr);
+        assert_eq!(full.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("could not write the output"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let run = tmp.path().join("r");
+    let status = ibvae()
+        .args(train_tiny(
+            data.to_str().unwrap(),
+            run.to_str().unwrap(),
+            &["--steps", "6", "--threads", "1"],
+        ))
+        .stdout(closed_pipe())
+        .stderr(closed_pipe())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(metrics(&run).iter().any(|m| m["step"] == 6));
+}
+
+/// Waits until `path` exists, for at most two minutes.
+fn wait_for(path: &Path) {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The process id recorded in a directory's lock file.
+fn lock_pid(dir: &Path) -> u32 {
+    let text = std::fs::read_to_string(dir.join(".lock")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Whether process `pid` still runs (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_run_directory_has_one_trainer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let (data, run) = (data.to_str().unwrap(), tmp.path().join("r"));
+    let run_s = run.to_str().unwrap();
+    let args = train_tiny(
+        data,
+        run_s,
+        &[
+            "--steps",
+            "100000",
+            "--threads",
+            "1",
+            "--checkpoint-minutes",
+            "0",
+        ],
+    );
+    let mut first = ibvae()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&run.join("checkpoint.safetensors"));
+    let pid = first.id().to_string();
+    let config = std::fs::read(run.join("config.json")).unwrap();
+    for second in [
+        vec!["train", "--run", run_s, "--resume", "--threads", "1"],
+        train_tiny(data, run_s, &["--force", "--bottleneck", "vb:0.1"]),
+    ] {
+        let err = run_err(&second);
+        assert!(err.contains(&format!("in use by process {pid}")), "{err}");
+    }
+    assert_eq!(std::fs::read(run.join("config.json")).unwrap(), config);
+    // Killed outright, the first trainer leaves no lock behind.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut resume = vec!["train", "--run", run_s, "--resume", "--threads", "1"];
+    resume.extend(["--stop-after", "1"]);
+    run_stopped(&resume);
+    // A mistyped path is not a new run.
+    let typo = tmp.path().join("typo");
+    let err = run_err(&["train", "--run", typo.to_str().unwrap(), "--resume"]);
+    assert!(err.contains("no run to resume"), "{err}");
+    assert!(!typo.exists());
+    // Flags on a resume: the conflict, named, not a question of data directories.
+    let err = run_err(&["train", "--run", run_s, "--resume", "--steps", "7"]);
+    assert!(err.contains("train.steps: 100000 here, 7 asked"), "{err}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sweep_directory_has_one_sweep_whose_children_stop_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let out = tmp.path().join("sweep");
+    let (data, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let long = [
+        "--steps",
+        "100000",
+        "--threads",
+        "1",
+        "--checkpoint-minutes",
+        "0",
+    ];
+    let mut sweep = ibvae()
+        .args(sweep_tiny(["0.2", "", ""], data, out_s, &long))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = out.join("gd-0.2");
+    wait_for(&run.join("checkpoint.safetensors"));
+    let child = lock_pid(&run);
+    assert!(alive(child));
+    let err = run_err(&sweep_tiny(["0.2", "", ""], data, out_s, &long));
+    assert!(
+        err.contains(&format!("in use by process {} (ibvae sweep)", sweep.id())),
+        "{err}"
+    );
+    // kill -9 of the sweep: its child saves a checkpoint and exits.
+    sweep.kill().unwrap();
+    sweep.wait().unwrap();
+    let t0 = Instant::now();
+    while alive(child) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the sweep's child outlived it"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A rerun with other settings is refused and names them; --force starts over.
+    let short = ["--steps", "4", "--threads", "1"];
+    let err = run_err(&sweep_tiny(["0.2", "", ""], data, out_s, &short));
+    assert!(
+        err.contains("gd-0.2: ") && err.contains("train.steps: 100000 here, 4 asked"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    let mut forced = sweep_tiny(["0.2", "", ""], data, out_s, &short);
+    forced.push("--force");
+    run_ok(&forced);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv.lines().nth(1).unwrap().contains(",4,"), "{csv}");
 }

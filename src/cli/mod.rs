@@ -209,6 +209,10 @@ pub struct SweepArgs {
     /// results.csv; trains nothing.
     #[arg(long)]
     pub status: bool,
+    /// Start over the runs of this sweep that the directory holds with other settings
+    /// (without it, such a rerun is refused and names the difference).
+    #[arg(long, conflicts_with = "status")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

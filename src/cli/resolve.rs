@@ -83,6 +83,7 @@ impl SweepArgs {
             precision: self.compute.precision,
             slurm: self.slurm.resolve(),
             status: self.status,
+            force: self.force,
         })
     }
 }

@@ -47,7 +47,7 @@ pub fn run(args: BenchRequest) -> Result<()> {
         ),
     };
     let config = config.with_images(images.channels, images.height);
-    println!(
+    crate::outln!(
         "preset {} bottleneck {} batch {batch} threads {} device {} precision {} data {source} \
          ({} images)",
         args.preset,
@@ -56,7 +56,7 @@ pub fn run(args: BenchRequest) -> Result<()> {
         args.runtime.device,
         args.precision,
         images.len()
-    );
+    )?;
     let options = crate::training::bench::BenchOptions {
         batch,
         steps: args.steps,
@@ -64,27 +64,29 @@ pub fn run(args: BenchRequest) -> Result<()> {
         device,
         precision: args.precision,
     };
-    let report = crate::training::bench::bench(&config, &images, options, |l| println!("{l}"))?;
-    println!("params {}", report.params);
+    let report =
+        crate::training::bench::bench(&config, &images, options, |l| crate::logln!("{l}"))?;
+    crate::outln!("params {}", report.params)?;
     let [f, b, o] = report.median_parts_s;
-    println!(
+    crate::outln!(
         "median step {:.4} s (forward {f:.4}, backward {b:.4}, optimizer {o:.4})",
         report.median_step_s
-    );
-    println!(
+    )?;
+    crate::outln!(
         "median forward (eval mode, no gradients) {:.4} s  forward_img_per_s {:.4}",
-        report.median_forward_s, report.forward_img_per_s
-    );
+        report.median_forward_s,
+        report.forward_img_per_s
+    )?;
     if let Some(m) = report.peak_rss_mib {
-        println!("peak_rss_mib {m:.1}");
+        crate::outln!("peak_rss_mib {m:.1}")?;
     }
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string(&report).expect("report serialises")
-        );
+        )?;
     }
-    println!("train_img_per_s {:.4}", report.train_img_per_s);
+    crate::outln!("train_img_per_s {:.4}", report.train_img_per_s)?;
     Ok(())
 }
 
@@ -126,7 +128,7 @@ pub fn sample(args: BenchSampleRequest) -> Result<()> {
     };
     model.set_precision(args.precision);
     let m = model.config.clone();
-    println!(
+    crate::outln!(
         "{label} bottleneck {} images {} of {}x{}x{} threads {} device {} precision {} seed {}",
         m.bottleneck,
         args.n,
@@ -137,7 +139,7 @@ pub fn sample(args: BenchSampleRequest) -> Result<()> {
         args.runtime.device,
         args.precision,
         args.seed
-    );
+    )?;
     let draw = |method| crate::training::sample::Draw {
         channels: m.image_channels,
         size: m.image_size,
@@ -166,17 +168,17 @@ pub fn sample(args: BenchSampleRequest) -> Result<()> {
             }
             None => String::new(),
         };
-        println!(
+        crate::outln!(
             "{method:<7} {secs:9.2} s  {:9.3} img/s  {same}",
             args.n as f64 / secs
-        );
+        )?;
         first.get_or_insert(bytes);
         times.push(secs);
     }
     let (a, b) = (args.methods[0], args.methods[args.methods.len() - 1]);
-    println!(
+    crate::outln!(
         "speed-up {a} over {b}: {:.1}x",
         times[times.len() - 1] / times[0]
-    );
+    )?;
     Ok(())
 }

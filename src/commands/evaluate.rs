@@ -40,18 +40,18 @@ pub fn run(args: EvalRequest) -> Result<()> {
     let text = serde_json::to_string_pretty(&report).expect("reports serialise");
     crate::io::fsutil::write_atomic_str(&run.eval_path(), &(text.clone() + "\n"))?;
     if args.json {
-        println!("{text}");
+        crate::outln!("{text}")?;
     } else {
-        println!(
+        crate::outln!(
             "run {} ({}, {})",
             args.run.display(),
             config.preset,
             config.model.bottleneck
-        );
+        )?;
         for line in report.lines(&config.model.bottleneck) {
-            println!("{line}");
+            crate::outln!("{line}")?;
         }
-        println!("wrote {}", run.eval_path().display());
+        crate::outln!("wrote {}", run.eval_path().display())?;
     }
     Ok(())
 }

@@ -42,17 +42,17 @@ pub fn run(args: PlotRequest) -> Result<()> {
             .ok()
     });
     crate::experiment::plot::tradeoff(&rows, &args.out, &tradeoff_title(config.as_ref()))?;
-    println!(
+    crate::outln!(
         "wrote {} and tradeoff.png",
         args.out.join("tradeoff.svg").display()
-    );
+    )?;
     compare_curves(&rows, &args.out)?;
     if args.samples == 0 {
         return Ok(());
     }
     let chosen = runs_to_sample(&rows);
     if chosen.is_empty() {
-        println!("no GD or VB runs: samples.png skipped");
+        crate::outln!("no GD or VB runs: samples.png skipped")?;
         return Ok(());
     }
     let preset = config.map(|c| c.preset.to_string()).unwrap_or_default();
@@ -143,7 +143,7 @@ fn samples_figure(
         &path,
         &format!("Samples (z from the prior), {preset} model"),
     )?;
-    println!("wrote {}", path.display());
+    crate::outln!("wrote {}", path.display())?;
     Ok(())
 }
 
@@ -171,10 +171,10 @@ fn compare_curves(rows: &[ResultRow], out: &Path) -> Result<()> {
     if vb_vs_gd.is_empty() || gd_vs_vb.is_empty() {
         return Ok(());
     }
-    print_at_equal_kl(vb_vs_gd.iter().chain(&gd_vs_vb));
+    print_at_equal_kl(vb_vs_gd.iter().chain(&gd_vs_vb))?;
     let paired = stats::compare_by_seed(rows, vb, gd);
     if paired.iter().any(|p| p.runs.len() > 1) {
-        print_by_seed(&paired);
+        print_by_seed(&paired)?;
     }
     let json = serde_json::json!({
         "vb_vs_gd": vb_vs_gd,
@@ -186,26 +186,31 @@ fn compare_curves(rows: &[ResultRow], out: &Path) -> Result<()> {
         &path,
         &(serde_json::to_string_pretty(&json).expect("serialises") + "\n"),
     )?;
-    println!("wrote {}", path.display());
+    crate::outln!("wrote {}", path.display())?;
     Ok(())
 }
 
 /// A table of points against the other curve at their KL.
-fn print_at_equal_kl<'a>(comparisons: impl Iterator<Item = &'a AtEqualKl>) {
-    println!(
+fn print_at_equal_kl<'a>(comparisons: impl Iterator<Item = &'a AtEqualKl>) -> Result<()> {
+    crate::outln!(
         "at equal KL (bits/dim; the other curve interpolated between its two neighbours; \
          spread: half the range for two seeds, one standard deviation for more):"
-    );
-    println!(
+    )?;
+    crate::outln!(
         "{:<10} {:>5} {:>8} {:>16} {:>18} {:>11}",
-        "run", "seeds", "KL", "-ELBO +- spread", "other +- spread", "difference"
-    );
+        "run",
+        "seeds",
+        "KL",
+        "-ELBO +- spread",
+        "other +- spread",
+        "difference"
+    )?;
     for c in comparisons {
         let other = match (c.other_nelbo_bpd, c.other_spread) {
             (Some(v), Some(s)) => format!("{v:.4} +- {s:.4}"),
             _ => "outside its KLs".into(),
         };
-        println!(
+        crate::outln!(
             "{:<10} {:>5} {:>8.4} {:>16} {:>18} {:>11}",
             c.point.to_string(),
             c.seeds,
@@ -213,24 +218,28 @@ fn print_at_equal_kl<'a>(comparisons: impl Iterator<Item = &'a AtEqualKl>) {
             format!("{:.4} +- {:.4}", c.nelbo_bpd, c.nelbo_spread),
             other,
             c.difference.map_or("-".into(), |d| format!("{d:+.4}"))
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// A table of VB points against the GD curve of each run's own seed.
-fn print_by_seed(paired: &[PairedBySeed]) {
-    println!("seed by seed (each VB run against the GD curve of its own seed; bits/dim):");
-    println!(
+fn print_by_seed(paired: &[PairedBySeed]) -> Result<()> {
+    crate::outln!("seed by seed (each VB run against the GD curve of its own seed; bits/dim):")?;
+    crate::outln!(
         "{:<10} {:>5} {:>16} {:>8}",
-        "run", "runs", "mean difference", "sd"
-    );
+        "run",
+        "runs",
+        "mean difference",
+        "sd"
+    )?;
     for p in paired {
         let fmt = |v: Option<f64>, plus: bool| match v {
             Some(v) if plus => format!("{v:+.4}"),
             Some(v) => format!("{v:.4}"),
             None => "-".into(),
         };
-        println!(
+        crate::outln!(
             "{:<10} {:>5} {:>16} {:>8}{}",
             p.point.to_string(),
             p.runs.len(),
@@ -240,6 +249,7 @@ fn print_by_seed(paired: &[PairedBySeed]) {
                 0 => String::new(),
                 k => format!("  ({k} outside the KLs of its seed's GD runs)"),
             }
-        );
+        )?;
     }
+    Ok(())
 }

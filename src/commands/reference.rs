@@ -41,31 +41,31 @@ pub fn verify(args: VerifyRequest) -> Result<()> {
     let device = runtime.start()?;
     let v = crate::io::reference::verify(&args.file, device)?;
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&v).expect("report serialises")
-        );
+        )?;
     } else {
-        println!("{:<14} {:>14}", "tensor", "max rel error");
+        crate::outln!("{:<14} {:>14}", "tensor", "max rel error")?;
         for (name, err) in &v.max_rel_error {
             let flag = if *err <= v.tolerance { "" } else { "  FAIL" };
-            println!("{name:<14} {err:>14.3e}{flag}");
+            crate::outln!("{name:<14} {err:>14.3e}{flag}")?;
         }
-        println!(
+        crate::outln!(
             "negative ELBO per image (bits/dim): {}",
             v.per_image["elbo_bpd"]
                 .iter()
                 .map(|x| format!("{x:.5}"))
                 .collect::<Vec<_>>()
                 .join(" ")
-        );
+        )?;
     }
     if v.ok {
         if !args.json {
-            println!(
+            crate::outln!(
                 "ok: every tensor within {:.0e} of the reference",
                 v.tolerance
-            );
+            )?;
         }
         Ok(())
     } else {
@@ -105,13 +105,13 @@ pub fn import(args: ImportRequest) -> Result<()> {
         ema: None,
     }
     .save(&run)?;
-    println!(
+    crate::outln!(
         "wrote {} ({} parameters, preset {}, bottleneck {}); try `ibvae eval --run {}`",
         args.out.display(),
         model.num_params(),
         export.preset,
         config.model.bottleneck,
         args.out.display()
-    );
+    )?;
     Ok(())
 }

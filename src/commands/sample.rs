@@ -67,12 +67,12 @@ pub fn sample(args: SampleRequest) -> Result<()> {
     let (w, h, rgb) =
         crate::io::image::grid(&bytes, args.n, m.image_channels, m.image_size, cols, 2);
     crate::io::image::write_png(&args.out, w, h, &rgb, 2)?;
-    println!(
+    crate::outln!(
         "wrote {} ({} samples in {:.1} s)",
         args.out.display(),
         args.n,
         t0.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(())
 }
 
@@ -108,10 +108,10 @@ pub fn reconstruct(args: ReconstructRequest) -> Result<()> {
     let (w, h, rgb) =
         crate::io::image::grid(&cells, n * cols, m.image_channels, m.image_size, cols, 2);
     crate::io::image::write_png(&args.out, w, h, &rgb, 2)?;
-    println!(
+    crate::outln!(
         "wrote {}: each row is a test image, then {} samples of x given z ~ q(z|x)",
         args.out.display(),
         args.samples
-    );
+    )?;
     Ok(())
 }

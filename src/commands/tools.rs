@@ -31,17 +31,19 @@ pub struct ParamsRequest {
 
 pub fn download(dir: Option<PathBuf>) -> Result<()> {
     let dir = dir.unwrap_or_else(data::default_data_dir);
-    eprintln!("fetching {} into {}", download::CIFAR10_URL, dir.display());
+    crate::noteln!("fetching {} into {}", download::CIFAR10_URL, dir.display());
     match download::download(&dir, &download::Source::default(), true)? {
         download::Outcome::AlreadyThere => {
-            println!("CIFAR-10 is already in {}", dir.display())
+            crate::outln!("CIFAR-10 is already in {}", dir.display())
         }
         download::Outcome::Downloaded(files) => {
-            println!("wrote {} files to {}", files.len(), dir.display())
+            crate::outln!("wrote {} files to {}", files.len(), dir.display())
         }
     }
-    Ok(())
 }
+
+/// The most values `info-bound` integrates over.
+const MAX_VALUES: usize = 256;
 
 pub fn info_bound(args: InfoBoundRequest) -> Result<()> {
     if !(0.0..1.0).contains(&args.rate) {
@@ -55,6 +57,14 @@ pub fn info_bound(args: InfoBoundRequest) -> Result<()> {
             "--values must be finite and non-zero (log X^2 appears in the bound), e.g. 1,2,3"
                 .into(),
         ));
+    }
+    if args.values.len() > MAX_VALUES {
+        return Err(Error::Config(format!(
+            "--values holds {} values; at most {MAX_VALUES} are taken, as the exact mutual \
+             information's integral costs the cube of their count ({MAX_VALUES} take about \
+             a minute)",
+            args.values.len()
+        )));
     }
     if let Some(s) = args.scale
         && (s == 0.0 || !s.is_finite())
@@ -77,30 +87,36 @@ pub fn info_bound(args: InfoBoundRequest) -> Result<()> {
         } else {
             serde_json::to_string_pretty(&reports)
         };
-        println!("{}", out.expect("reports serialise"));
+        crate::outln!("{}", out.expect("reports serialise"))?;
         return Ok(());
     }
     let values: Vec<String> = args.values.iter().map(|v| v.to_string()).collect();
-    println!(
+    crate::outln!(
         "Gaussian dropout, rate p = {} (sigma = {:.6}); X uniform on {{{}}} x scale",
         args.rate,
         info::gd_sigma(args.rate),
         values.join(", ")
-    );
-    println!(
+    )?;
+    crate::outln!(
         "{:>10}  {:>14}  {:>14}  {:>22}",
-        "scale", "GD bound", "GD exact I", "additive bound (same sigma)"
-    );
+        "scale",
+        "GD bound",
+        "GD exact I",
+        "additive bound (same sigma)"
+    )?;
     for r in &reports {
-        println!(
+        crate::outln!(
             "{:>10}  {:>9.6} nats  {:>9.6} nats  {:>17.6} nats",
-            r.scale, r.gd_bound_nats, r.gd_exact_nats, r.additive_bound_nats
-        );
+            r.scale,
+            r.gd_bound_nats,
+            r.gd_exact_nats,
+            r.additive_bound_nats
+        )?;
     }
-    println!(
+    crate::outln!(
         "(bits = nats / ln 2; the GD figures do not change with the scale of X, the additive \
          channel's does)"
-    );
+    )?;
     Ok(())
 }
 
@@ -113,12 +129,15 @@ pub fn params(args: ParamsRequest) -> Result<()> {
     // Only shapes are needed: build on the CPU.
     let model = Hybrid::new(&config, crate::engine::cpu())?;
     for (part, n) in hybrid::param_counts(&model) {
-        println!("{part:10} {n:>12}");
+        crate::outln!("{part:10} {n:>12}")?;
     }
-    println!(
+    crate::outln!(
         "preset {} bottleneck {} channels {} size {}",
-        args.preset, config.bottleneck, args.channels, args.size
-    );
-    println!("params {}", model.num_params());
+        args.preset,
+        config.bottleneck,
+        args.channels,
+        args.size
+    )?;
+    crate::outln!("params {}", model.num_params())?;
     Ok(())
 }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use crate::config::{ExperimentConfig, Overrides};
 use crate::engine::{Precision, Runtime};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::data;
+use crate::io::lock::DirLock;
 use crate::io::run_dir::RunDir;
 use crate::model::bottleneck::BottleneckSpec;
 use crate::model::hybrid::Hybrid;
@@ -40,34 +41,50 @@ pub fn run(args: TrainRequest) -> Result<()> {
     });
     let run = RunDir::new(&run_path);
     let start = args.start;
-    // Resuming a run with no flags continues it exactly as configured.
-    let saved = start == StartMode::Resume
-        && run.has_config()
-        && !args.overrides.any()
-        && args.data.is_none();
-    let (config, data) = if saved {
-        let config = run.read_config()?;
-        let data = data::load_sized(&config.train.data, config.train.image_size)?;
-        (config, data)
-    } else {
-        let dir = args.data.clone().unwrap_or_else(data::default_data_dir);
-        let data = data::load_sized(&dir, args.overrides.image_size)?;
-        let config = ExperimentConfig::resolve(
-            args.preset,
-            args.bottleneck,
-            dir,
-            (data.test.channels, data.test.height),
-            &args.overrides,
-        )?;
-        (config, data)
+    if start == StartMode::Resume && !run.has_config() {
+        return Err(Error::Checkpoint(format!(
+            "there is no run to resume in {} (no config.json); check the path, or leave out \
+             --resume to start a new run there",
+            run.path.display()
+        )));
+    }
+    let saved = match start {
+        StartMode::Resume => Some(run.read_config()?),
+        _ => None,
+    };
+    let (config, data) = match saved {
+        // Resuming a run with no flags continues it exactly as configured.
+        Some(config) if !args.overrides.any() && args.data.is_none() => {
+            let data = data::load_sized(&config.train.data, config.train.image_size)?;
+            (config, data)
+        }
+        _ => {
+            // With flags, the saved run's data stays the default, so that what differs
+            // from the saved config is what the flags changed.
+            let dir = (args.data.clone())
+                .or(saved.map(|c| c.train.data))
+                .unwrap_or_else(data::default_data_dir);
+            let data = data::load_sized(&dir, args.overrides.image_size)?;
+            let config = ExperimentConfig::resolve(
+                args.preset,
+                args.bottleneck,
+                dir,
+                (data.test.channels, data.test.height),
+                &args.overrides,
+            )?;
+            (config, data)
+        }
     };
     // A schedule too long to count is refused before anything is written.
     config.train.total_steps(data.train.len())?;
+    // One trainer per run directory, for as long as this process lives; taken before
+    // --force deletes anything.
+    let _lock = DirLock::acquire(&run.path, "train")?;
     let config = prepare_run(&run, config, start)?;
-    // Ctrl-C, SIGTERM or SIGUSR1: finish the step, save a checkpoint, stop.
+    // Ctrl-C, SIGTERM, SIGUSR1 or SIGHUP: finish the step, save a checkpoint, stop.
     let stop = crate::signals::stop_flag()?;
     let n_train = data.train.len();
-    eprintln!(
+    crate::noteln!(
         "run {}: preset {} bottleneck {} ({} parameters), {} training and {} test images, \
          {} steps of {} ({} per epoch)",
         run.path.display(),
@@ -89,24 +106,24 @@ pub fn run(args: TrainRequest) -> Result<()> {
     };
     let outcome = crate::training::trainer::train(&run, &config, &data, &session)?;
     if outcome.interrupted {
-        println!(
-            "stopped at step {}; resume with: ibvae train --run {} --resume",
+        return Err(Error::Interrupted(format!(
+            "stopped at step {} with a checkpoint; resume with: ibvae train --run {} --resume",
             outcome.state.step,
             run.path.display()
-        );
-        return Ok(());
+        )));
     }
     match (&outcome.last_eval, outcome.state.finished) {
         (Some(e), _) => {
-            println!(
+            crate::logln!(
                 "finished {} steps in {:.0} s",
-                outcome.state.step, outcome.state.elapsed_s
+                outcome.state.step,
+                outcome.state.elapsed_s
             );
             for line in e.lines(&config.model.bottleneck) {
-                println!("{line}");
+                crate::logln!("{line}");
             }
         }
-        (None, true) => println!(
+        (None, true) => crate::logln!(
             "the run in {} has already done its {} steps; see metrics.jsonl, or `ibvae eval --run {}`",
             run.path.display(),
             outcome.state.step,
@@ -114,6 +131,6 @@ pub fn run(args: TrainRequest) -> Result<()> {
         ),
         (None, false) => {}
     }
-    println!("run directory: {}", run.path.display());
+    crate::logln!("run directory: {}", run.path.display());
     Ok(())
 }

@@ -97,6 +97,58 @@ impl ExperimentConfig {
     }
 }
 
+impl ExperimentConfig {
+    /// The settings in which `self` (what was saved) and `asked` differ, one per line:
+    /// `train.steps: 12 here, 24 asked`.
+    pub fn differences(&self, asked: &ExperimentConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let json = |c: &ExperimentConfig| serde_json::to_value(c).expect("configs serialise");
+        diff_json("", &json(self), &json(asked), &mut out);
+        out
+    }
+}
+
+/// `differences` in one line: the first few, and how many more there are.
+pub fn summarize_differences(differences: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = differences[..differences.len().min(SHOWN)].join("; ");
+    if differences.len() > SHOWN {
+        text += &format!("; and {} more", differences.len() - SHOWN);
+    }
+    text
+}
+
+/// Appends to `out` the paths below `at` where `saved` and `asked` differ.
+fn diff_json(
+    at: &str,
+    saved: &serde_json::Value,
+    asked: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (saved, asked) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                let (x, y) = (
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
+                diff_json(&path, x, y, out);
+            }
+        }
+        _ if saved != asked => out.push(format!("{at}: {saved} here, {asked} asked")),
+        _ => {}
+    }
+}
+
 /// What a run changes from its preset's settings: the flags of `ibvae train`, which
 /// `ibvae sweep` gives every member. Unset fields keep the preset's or the paper's value.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -220,7 +220,7 @@ fn read_with_fallback(run: &RunDir) -> Result<(TensorFile, PathBuf)> {
              over with --force"
         )));
     }
-    eprintln!(
+    crate::noteln!(
         "warning: {problem}; continuing from the checkpoint before it, {}",
         previous.display()
     );

@@ -204,18 +204,36 @@ pub struct BoundReport {
 }
 
 impl BoundReport {
-    /// The figures for `X` uniform on `values * scale` through GD with rate `rate`.
+    /// The figures for X uniform on `values` times `scale`. The Gaussian-dropout figures
+    /// do not depend on the scale (Theorem 1), so they are computed on the values divided
+    /// by the largest magnitude; the additive-noise bound, which does, is computed in
+    /// logarithms. Neither overflows at any finite scale.
     pub fn new(rate: f64, values: &[f64], scale: f64) -> Self {
-        let xs: Vec<f64> = values.iter().map(|v| v * scale).collect();
+        let largest = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let unit: Vec<f64> = values.iter().map(|v| v / largest).collect();
         let sigma = gd_sigma(rate);
+        let mut acc = BoundAccumulator::default();
+        acc.extend(unit.iter().copied());
+        // ln(var(X scale) / sigma^2), with var(X scale) = (largest scale)^2 var(unit).
+        let (_, var) = acc.mean_var();
+        let log_ratio = 2.0 * (largest.ln() + scale.abs().ln()) + var.ln() - 2.0 * sigma.ln();
         Self {
             rate,
             sigma,
             scale,
-            gd_bound_nats: gd_bound(&xs, sigma),
-            gd_exact_nats: gd_exact_mi_uniform(&xs, sigma),
-            additive_bound_nats: additive_bound(&xs, sigma),
+            gd_bound_nats: acc.gd_bound(sigma),
+            gd_exact_nats: gd_exact_mi_uniform(&unit, sigma),
+            additive_bound_nats: 0.5 * softplus(log_ratio),
         }
+    }
+}
+
+/// ln(1 + e^r), without overflow for large r.
+fn softplus(r: f64) -> f64 {
+    if r > 30.0 {
+        r + (-r).exp().ln_1p()
+    } else {
+        r.exp().ln_1p()
     }
 }
 
@@ -342,6 +360,21 @@ mod tests {
         let small = BoundReport::new(0.15, &values, 0.01);
         let large = BoundReport::new(0.15, &values, 100.0);
         assert!(large.additive_bound_nats > small.additive_bound_nats + 5.0);
+        // At the ends of float64's range, where X^2 over- or underflows.
+        for scale in [1e300, -1e300, 1e-300] {
+            let r = BoundReport::new(0.15, &values, scale);
+            let rel = ((r.gd_bound_nats - base.gd_bound_nats) / base.gd_bound_nats).abs();
+            assert!(rel < 1e-9, "bound moved by {rel} at scale {scale}");
+            assert!((r.gd_exact_nats - base.gd_exact_nats).abs() < 1e-4);
+        }
+        // The additive bound by hand, in float64: var{1,2,3} = 2/3, sigma^2 = 0.15/0.85;
+        // at scale 1e300 it is 0.5 (ln(2/3) + 600 ln 10 - ln(0.15/0.85)) to float64
+        // precision, as ln(1 + e^r) = r + e^-r there.
+        let huge = BoundReport::new(0.15, &values, 1e300);
+        let by_hand = 0.5 * ((2.0f64 / 3.0).ln() + 600.0 * 10f64.ln() - (0.15f64 / 0.85).ln());
+        assert!((huge.additive_bound_nats - by_hand).abs() < 1e-12 * by_hand);
+        let tiny = BoundReport::new(0.15, &values, 1e-300);
+        assert!(tiny.additive_bound_nats >= 0.0 && tiny.additive_bound_nats < 1e-300);
     }
 
     #[test]

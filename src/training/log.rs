@@ -95,9 +95,10 @@ impl Progress {
             "epoch {epoch} loss {loss:.4} bpd  {speed:.1} img/s"
         ));
         if self.bar.is_hidden() && self.last_line.elapsed().as_secs_f64() >= 60.0 {
-            eprintln!(
+            crate::noteln!(
                 "step {}/{} epoch {epoch}: train {loss:.4} bpd, {speed:.1} img/s, lr {lr:.2e}",
-                state.step, self.total
+                state.step,
+                self.total
             );
             self.last_line = Instant::now();
         }
@@ -106,7 +107,7 @@ impl Progress {
     /// A line above the bar, or on stderr when there is no bar.
     pub fn say(&self, line: String) {
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            crate::noteln!("{line}");
         } else {
             self.bar.println(line);
         }

@@ -75,12 +75,14 @@ pub fn prepare_run(
             StartMode::Force => run.clear()?,
             StartMode::Resume => {
                 let saved = run.read_config()?;
-                if saved != config {
+                let differences = saved.differences(&config);
+                if !differences.is_empty() {
                     return Err(Error::Config(format!(
-                        "{} holds a run with another config than these flags ask for; resume \
-                         it without changing its settings (`ibvae train --run {} --resume`), \
-                         or start over with --force",
+                        "{} holds a run with other settings than these flags ask for ({}); \
+                         resume it without flags (`ibvae train --run {} --resume`), or start \
+                         over with --force",
                         run.path.display(),
+                        crate::config::summarize_differences(&differences),
                         run.path.display()
                     )));
                 }

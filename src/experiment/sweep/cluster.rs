@@ -38,9 +38,9 @@ pub fn submit(
             .expect("the sweep's members are recorded");
         let name = &member.name;
         if finished(&run).is_some() {
-            println!("{name:<12} finished earlier, skipped");
+            crate::logln!("{name:<12} finished earlier, skipped");
         } else if queued.contains_key(&index) {
-            println!("{name:<12} already queued at SLURM, skipped");
+            crate::logln!("{name:<12} already queued at SLURM, skipped");
         } else {
             tasks.push(Task {
                 index,
@@ -49,7 +49,7 @@ pub fn submit(
         }
     }
     if tasks.is_empty() {
-        println!("nothing to submit; see `ibvae sweep ... --status`");
+        crate::logln!("nothing to submit; see `ibvae sweep ... --status`");
         return Ok(());
     }
     let runtime = TaskRuntime {
@@ -61,13 +61,13 @@ pub fn submit(
     let script = slurm::script(&out, &tasks, &all_runs, &exe, runtime, options)?;
     let (path, job) = slurm::submit(&out, &script, options.dry_run)?;
     match job {
-        Some(id) => println!(
+        Some(id) => crate::logln!(
             "submitted job {id}: {} array task(s), script {}\nfollow it with `squeue -j {id}` \
              or the same sweep command with --status",
             tasks.len(),
             path.display()
         ),
-        None => println!(
+        None => crate::logln!(
             "wrote {} ({} array task(s)); submit it with `sbatch {}`",
             path.display(),
             tasks.len(),

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, exit};
 use crate::experiment::sweep::plan::{
     Member, PlannedRun, SweepPlan, finished, saved_state, write_member_config,
 };
 use crate::experiment::sweep::results;
+use crate::io::lock;
 
 /// How often the sweep looks at its children.
 const POLL: Duration = Duration::from_millis(200);
@@ -29,16 +30,18 @@ pub fn run(plan: &SweepPlan, runs: &[PlannedRun], recorded: &[Member]) -> Result
         // checkpoint and exit; the sweep starts no more of them and waits.
         stop: crate::signals::stop_flag()?,
         queue: unfinished(plan, runs),
+        waiting: Vec::new(),
         running: Vec::new(),
         failures: Vec::new(),
     };
     loop {
         sweep.start_next()?;
-        if sweep.running.is_empty() {
+        if sweep.running.is_empty() && (sweep.waiting.is_empty() || sweep.stopped()) {
             break;
         }
         std::thread::sleep(POLL);
         sweep.reap()?;
+        sweep.unblock();
     }
     sweep.finish(runs.len())
 }
@@ -48,7 +51,7 @@ fn unfinished<'a>(plan: &SweepPlan, runs: &'a [PlannedRun]) -> Vec<&'a PlannedRu
     let mut queue = Vec::new();
     for r in runs {
         if finished(&plan.run_dir(&r.member)).is_some() {
-            println!("{:<12} finished earlier, skipped", r.member.name);
+            crate::logln!("{:<12} finished earlier, skipped", r.member.name);
         } else {
             queue.push(r);
         }
@@ -82,6 +85,9 @@ struct LocalSweep<'a> {
     stop: Arc<AtomicBool>,
     /// The runs not started yet, the next one last.
     queue: Vec<&'a PlannedRun>,
+    /// Runs still held by another process (the child of an earlier sweep that was
+    /// killed, saving its checkpoint): started once it lets go.
+    waiting: Vec<&'a PlannedRun>,
     running: Vec<Running<'a>>,
     /// The names of the members whose child failed.
     failures: Vec<String>,
@@ -105,9 +111,14 @@ impl<'a> LocalSweep<'a> {
                 break;
             };
             let path = self.run_path(&run.member);
+            if let Some(holder) = lock::holder(&path) {
+                crate::logln!("{:<12} in use by {holder}; waiting for it", run.member.name);
+                self.waiting.push(run);
+                continue;
+            }
             write_member_config(&self.plan.run_dir(&run.member), &run.config)?;
             let log = path.join("train.log");
-            println!("{:<12} training (log: {})", run.member.name, log.display());
+            crate::logln!("{:<12} training (log: {})", run.member.name, log.display());
             let child = spawn_logged(self.command(Phase::Training, &path), &log)?;
             self.running.push(Running {
                 run,
@@ -116,6 +127,16 @@ impl<'a> LocalSweep<'a> {
             });
         }
         Ok(())
+    }
+
+    /// Moves the waiting runs that no other process holds now back to the queue.
+    fn unblock(&mut self) {
+        let (free, held) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|r| lock::holder(&self.run_path(&r.member)).is_none());
+        self.waiting = held;
+        let free: Vec<_> = free;
+        self.queue.extend(free);
     }
 
     /// Takes in the children that have exited: a trained run is evaluated next, an
@@ -129,9 +150,11 @@ impl<'a> LocalSweep<'a> {
                     let done = self.running.remove(i);
                     if status.success() {
                         self.next_phase(done.run, done.phase)?;
+                    } else if status.code() == Some(exit::INTERRUPTED) {
+                        // Stopped with a checkpoint (the sweep's own Ctrl-C): resumable.
                     } else {
                         let log = self.run_path(&done.run.member).join("train.log");
-                        println!(
+                        crate::logln!(
                             "{:<12} FAILED (see {})",
                             done.run.member.name,
                             log.display()
@@ -153,9 +176,11 @@ impl<'a> LocalSweep<'a> {
         match phase {
             Phase::Evaluating => {
                 if let Some(r) = finished(&dir) {
-                    println!(
+                    crate::logln!(
                         "{:<12} test negative ELBO {:.4} bits/dim, KL {:.4}",
-                        m.name, r.terms.nelbo, r.terms.kl
+                        m.name,
+                        r.terms.nelbo,
+                        r.terms.kl
                     );
                 }
                 results::write(
@@ -164,7 +189,7 @@ impl<'a> LocalSweep<'a> {
                 )
             }
             Phase::Training if saved_state(&dir).is_some_and(|s| s.finished) && !self.stopped() => {
-                println!("{:<12} evaluating on the whole test set", m.name);
+                crate::logln!("{:<12} evaluating on the whole test set", m.name);
                 let path = self.run_path(m);
                 let command = self.command(Phase::Evaluating, &path);
                 let child = spawn_logged(command, &path.join("train.log"))?;
@@ -207,13 +232,12 @@ impl<'a> LocalSweep<'a> {
         results::write(out, &rows)?;
         if self.stopped() {
             let done = results::collect(out, &self.plan.members).len();
-            println!(
+            return Err(Error::Interrupted(format!(
                 "interrupted: {done} of {planned} runs finished; run the same command again to \
                  resume"
-            );
-            return Ok(());
+            )));
         }
-        println!(
+        crate::logln!(
             "wrote {} ({} runs)",
             results::path(out).display(),
             rows.len()
@@ -252,6 +276,7 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
         .open(log)
         .at(log)?;
     let err = file.try_clone().at(log)?;
+    die_with_parent(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err))
@@ -263,6 +288,31 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
             ))
         })
 }
+
+/// Has the child stopped (SIGTERM: it saves a checkpoint and exits) when the sweep dies,
+/// however it dies, so that no orphan trains on beside a rerun of the sweep.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The sweep died before the call above: do not start.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the sweep has exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
 
 #[cfg(test)]
 mod tests {

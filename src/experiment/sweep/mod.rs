@@ -23,7 +23,7 @@ pub mod status;
 pub use plan::{Member, SweepPlan, members};
 pub use results::ResultRow;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// Runs the sweep, or with `--status` shows where it stands.
 pub fn run(plan: SweepPlan) -> Result<()> {
@@ -34,7 +34,9 @@ pub fn run(plan: SweepPlan) -> Result<()> {
         return status::show(&plan.out, &members::recorded(&plan.out)?);
     }
     let runs = plan::planned_runs(&plan)?;
-    std::fs::create_dir_all(&plan.out).at(&plan.out)?;
+    // One sweep per directory, for as long as this process lives.
+    let _lock = crate::io::lock::DirLock::acquire(&plan.out, "sweep")?;
+    plan::check_saved_settings(&plan, &runs)?;
     // Every run of the directory, this sweep's and earlier ones', for results.csv.
     let recorded = members::record(&plan.out, &plan.members)?;
     match &plan.slurm {

@@ -111,6 +111,8 @@ pub struct SweepPlan {
     pub slurm: Option<SlurmOptions>,
     /// Only show where each run stands (and refresh `results.csv`).
     pub status: bool,
+    /// Start over the runs saved with other settings than these.
+    pub force: bool,
 }
 
 impl SweepPlan {
@@ -158,6 +160,51 @@ pub fn planned_runs(plan: &SweepPlan) -> Result<Vec<PlannedRun>> {
             })
         })
         .collect()
+}
+
+/// Checks the runs the directory already holds against `runs`: a run saved with other
+/// settings is refused, naming the difference, or with `force` deleted to start over.
+pub fn check_saved_settings(plan: &SweepPlan, runs: &[PlannedRun]) -> Result<()> {
+    let mut changed = Vec::new();
+    for r in runs {
+        let dir = plan.run_dir(&r.member);
+        if !dir.has_config() {
+            continue;
+        }
+        let differences = match dir.read_config() {
+            Ok(saved) => saved.differences(&r.config),
+            Err(e) => vec![e.to_string()],
+        };
+        if !differences.is_empty() {
+            changed.push((
+                dir,
+                format!("{}: {}", r.member.name, differences.join("; ")),
+            ));
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    if !plan.force {
+        let list: Vec<&str> = changed.iter().map(|(_, d)| d.as_str()).collect();
+        return Err(Error::Config(format!(
+            "{} holds runs made with other settings than this sweep asks for ({}); use \
+             another --out, or pass --force to start those runs over",
+            plan.out.display(),
+            list.join(" | ")
+        )));
+    }
+    for (dir, what) in changed {
+        if let Some(holder) = crate::io::lock::holder(&dir.path) {
+            return Err(Error::Locked(format!(
+                "{} is in use by {holder}: stop it before --force starts it over",
+                dir.path.display()
+            )));
+        }
+        crate::logln!("starting over ({what})");
+        dir.clear()?;
+    }
+    Ok(())
 }
 
 /// Writes the member's `config.json`, or checks that the one there is the same run.

@@ -157,6 +157,32 @@ impl From<&ResultRow> for Record {
 
 impl Record {
     fn into_row(self) -> Result<ResultRow> {
+        let figures = [
+            ("test_nelbo_bpd", self.test_nelbo_bpd),
+            ("kl_bpd", self.kl_bpd),
+            ("recon_bpd", self.recon_bpd),
+            ("vb_rate_bpd", self.vb_rate_bpd),
+            ("aux_nll_bpd", self.aux_nll_bpd),
+            (
+                "gd_bound_bits_per_pixel",
+                self.gd_bound_bits_per_pixel.unwrap_or(0.0),
+            ),
+            ("wall_s", self.wall_s),
+        ];
+        for (column, v) in figures {
+            if !v.is_finite() {
+                return Err(Error::Data(format!(
+                    "{column} of run {} is {v}: only finite figures can be plotted",
+                    self.run
+                )));
+            }
+        }
+        if self.kl_bpd < 0.0 || self.vb_rate_bpd < 0.0 {
+            return Err(Error::Data(format!(
+                "run {} has a negative KL or VB rate ({} and {}), which no model gives",
+                self.run, self.kl_bpd, self.vb_rate_bpd
+            )));
+        }
         Ok(ResultRow {
             spec: BottleneckSpec::from_kind_value(&self.bottleneck, self.strength)?,
             run: self.run,
@@ -234,7 +260,14 @@ fn from_csv(text: &str) -> std::result::Result<Vec<ResultRow>, String> {
             .deserialize(Some(&header))
             .map_err(|e| e.to_string())?;
         let line = fields.position().map_or(0, |p| p.line());
-        rows.push(record.into_row().map_err(|e| format!("line {line}: {e}"))?);
+        let row = record.into_row().map_err(|e| format!("line {line}: {e}"))?;
+        if rows.iter().any(|r: &ResultRow| r.run == row.run) {
+            return Err(format!(
+                "line {line}: run {} appears twice; keep one of its rows",
+                row.run
+            ));
+        }
+        rows.push(row);
     }
     Ok(rows)
 }
@@ -318,5 +351,26 @@ gd,0.05,gd-0.05,4.362570,0.020249,4.342321,0.000000,0.000000,33.011856,1.280,800
         let unknown = SEEDED.replace("none,0", "nothing,0");
         let err = from_csv(&unknown).unwrap_err();
         assert!(err.contains("line 5") && err.contains("nothing"), "{err}");
+    }
+
+    /// NaN and infinite figures (which would hang the plot's axis search), a negative
+    /// KL and a run counted twice (as if it were another seed) are refused by line.
+    #[test]
+    fn figures_no_plot_can_draw_are_refused() {
+        for (from, to, says) in [
+            ("4.105105", "NaN", "test_nelbo_bpd of run gd-0.01-s0 is NaN"),
+            ("0.056168", "inf", "kl_bpd of run gd-0.01-s0 is inf"),
+            ("0.056168", "-0.1", "negative KL"),
+        ] {
+            let bad = SEEDED.replacen(from, to, 1);
+            let err = from_csv(&bad).unwrap_err();
+            assert!(err.contains("line 2") && err.contains(says), "{err}");
+        }
+        let twice = format!("{SEEDED}{}\n", SEEDED.lines().nth(2).unwrap());
+        let err = from_csv(&twice).unwrap_err();
+        assert!(
+            err.contains("line 7: run gd-0.01-s1 appears twice"),
+            "{err}"
+        );
     }
 }

@@ -37,10 +37,12 @@ impl fmt::Display for RunState {
 /// step and its last test figure; then `results.csv` refreshed.
 pub fn show(out: &Path, members: &[Member]) -> Result<()> {
     let tasks = slurm::task_states(out);
-    println!(
+    crate::outln!(
         "{:<12} {:<12} {:>8}  last test -ELBO (bits/dim)",
-        "run", "state", "step"
-    );
+        "run",
+        "state",
+        "step"
+    )?;
     for (index, m) in members.iter().enumerate() {
         let run = RunDir::new(out.join(&m.name));
         let saved = saved_state(&run);
@@ -59,18 +61,18 @@ pub fn show(out: &Path, members: &[Member]) -> Result<()> {
             .ok()
             .and_then(|m| m.last()?["test"]["nelbo_bpd"].as_f64())
             .map_or("-".to_string(), |v| format!("{v:.4}"));
-        println!(
+        crate::outln!(
             "{:<12} {:<12} {step:>8}  {last_test}",
             m.name,
             state.to_string()
-        );
+        )?;
     }
     let rows = results::collect(out, members);
     results::write(out, &rows)?;
-    println!(
+    crate::outln!(
         "wrote {} ({} finished runs)",
         results::path(out).display(),
         rows.len()
-    );
+    )?;
     Ok(())
 }
