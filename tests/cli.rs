@@ -472,6 +472,29 @@ fn bad_input_is_a_clear_error() {
     .unwrap();
     let err = run_err(&["eval", "--run", run_s]);
     assert!(err.contains("another architecture"), "{err}");
+    // It names what differs, each side's value.
+    assert!(
+        err.contains(r#"bottleneck: "vb:0.1" in the checkpoint, "gd:0.15" in config.json"#),
+        "{err}"
+    );
+    // Numbers a drawing cannot use.
+    let png = tmp.path().join("s.png");
+    let png_s = png.to_str().unwrap();
+    let err = run_err(&["sample", "--run", other_s, "--out", png_s, "--cols", "0"]);
+    assert!(err.contains("--cols"), "{err}");
+    let err = run_err(&["reconstruct", "--run", other_s, "--out", png_s, "--n", "13"]);
+    assert!(err.contains("more than the 12 test images"), "{err}");
+    // Model-file keys that other flags set.
+    for key in [r#"{"bottleneck": "vb:0.1"}"#, r#"{"image_channels": 1}"#] {
+        let file = tmp.path().join("m.json");
+        std::fs::write(&file, key).unwrap();
+        let err = run_err(&train_tiny(
+            data_s,
+            run_s,
+            &["--force", "--model", file.to_str().unwrap()],
+        ));
+        assert!(err.contains("not by the model file"), "{err}");
+    }
 }
 
 #[test]

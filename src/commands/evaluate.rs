@@ -38,7 +38,7 @@ pub fn run(args: EvalRequest) -> Result<()> {
     let report = crate::training::evaluate::evaluate(&model, &data.test, options);
     let run = RunDir::new(&args.run);
     let text = serde_json::to_string_pretty(&report).expect("reports serialise");
-    crate::io::fsutil::write_atomic_str(&run.eval_path(), &(text.clone() + "\n"))?;
+    // The figures are printed first: a run directory that cannot be written loses none.
     if args.json {
         crate::outln!("{text}")?;
     } else {
@@ -51,6 +51,14 @@ pub fn run(args: EvalRequest) -> Result<()> {
         for line in report.lines(&config.model.bottleneck) {
             crate::outln!("{line}")?;
         }
+    }
+    crate::io::fsutil::write_atomic_str(&run.eval_path(), &(text + "\n")).map_err(|e| {
+        Error::Checkpoint(format!(
+            "the evaluation above could not be saved: {e}; it is printed in full, and \
+             `ibvae eval --json` writes it as JSON"
+        ))
+    })?;
+    if !args.json {
         crate::outln!("wrote {}", run.eval_path().display())?;
     }
     Ok(())

@@ -45,6 +45,11 @@ pub fn sample(args: SampleRequest) -> Result<()> {
     if !(args.temperature > 0.0 && args.temperature.is_finite()) {
         return Err(Error::Config("--temperature must be positive".into()));
     }
+    if args.cols == Some(0) {
+        return Err(Error::Config(
+            "--cols must be at least 1 (leave it out for a square grid)".into(),
+        ));
+    }
     let device = args.runtime.start()?;
     let (config, model) = crate::training::restore::load_for_inference(&args.run, device)?;
     let m = &config.model;
@@ -82,7 +87,14 @@ pub fn reconstruct(args: ReconstructRequest) -> Result<()> {
     }
     let (config, model, data) = super::load_run(&args.run, args.data.as_ref(), &args.runtime)?;
     let m = &config.model;
-    let n = args.n.min(data.test.len());
+    if args.n > data.test.len() {
+        return Err(Error::Config(format!(
+            "--n {} is more than the {} test images there are",
+            args.n,
+            data.test.len()
+        )));
+    }
+    let n = args.n;
     let originals = data.test.take(n).pixels;
     let bar = row_bar(m.image_size, "reconstructing");
     let draw = crate::training::sample::Draw {

@@ -101,11 +101,17 @@ impl ExperimentConfig {
     /// The settings in which `self` (what was saved) and `asked` differ, one per line:
     /// `train.steps: 12 here, 24 asked`.
     pub fn differences(&self, asked: &ExperimentConfig) -> Vec<String> {
-        let mut out = Vec::new();
-        let json = |c: &ExperimentConfig| serde_json::to_value(c).expect("configs serialise");
-        diff_json("", &json(self), &json(asked), &mut out);
-        out
+        differences(self, asked, ["here", "asked"])
     }
+}
+
+/// The fields in which `a` and `b` differ, by their path in JSON, one per line:
+/// `nr_filters: 8 <label a>, 16 <label b>`.
+pub fn differences<T: Serialize>(a: &T, b: &T, labels: [&str; 2]) -> Vec<String> {
+    let mut out = Vec::new();
+    let json = |c: &T| serde_json::to_value(c).expect("configs serialise");
+    diff_json("", &json(a), &json(b), labels, &mut out);
+    out
 }
 
 /// `differences` in one line: the first few, and how many more there are.
@@ -118,17 +124,18 @@ pub fn summarize_differences(differences: &[String]) -> String {
     text
 }
 
-/// Appends to `out` the paths below `at` where `saved` and `asked` differ.
+/// Appends to `out` the paths below `at` where `a` and `b` differ.
 fn diff_json(
     at: &str,
-    saved: &serde_json::Value,
-    asked: &serde_json::Value,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    labels: [&str; 2],
     out: &mut Vec<String>,
 ) {
     use serde_json::Value;
-    match (saved, asked) {
-        (Value::Object(a), Value::Object(b)) => {
-            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
             keys.sort();
             keys.dedup();
             for k in keys {
@@ -137,14 +144,14 @@ fn diff_json(
                 } else {
                     format!("{at}.{k}")
                 };
-                let (x, y) = (
-                    a.get(k).unwrap_or(&Value::Null),
-                    b.get(k).unwrap_or(&Value::Null),
+                let (u, v) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
                 );
-                diff_json(&path, x, y, out);
+                diff_json(&path, u, v, labels, out);
             }
         }
-        _ if saved != asked => out.push(format!("{at}: {saved} here, {asked} asked")),
+        _ if a != b => out.push(format!("{at}: {a} {}, {b} {}", labels[0], labels[1])),
         _ => {}
     }
 }

@@ -208,6 +208,16 @@ impl ModelConfig {
             if !fields.contains_key(key) {
                 return Err(bad(format!("`{key}` is not a model setting")));
             }
+            let set_elsewhere = match key {
+                "image_channels" | "image_size" => Some("the data (and --image-size)"),
+                "bottleneck" => Some("--bottleneck (or the sweep's --gd, --vb, --baselines)"),
+                _ => None,
+            };
+            if let Some(by) = set_elsewhere {
+                return Err(bad(format!(
+                    "`{key}` is set by {by}, not by the model file"
+                )));
+            }
             fields.insert(key.to_string(), value.clone());
         }
         let config: Self = serde_json::from_value(merged)

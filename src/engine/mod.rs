@@ -3,6 +3,7 @@
 //! GPUs and oneDNN on the CPU are PyTorch's own.
 
 pub mod ffi;
+pub mod memory;
 pub mod random;
 
 use std::fmt;

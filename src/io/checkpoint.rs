@@ -152,16 +152,20 @@ impl Checkpoint {
     /// Refuses a checkpoint written for another architecture than `config` describes.
     pub fn check_architecture(&self, config: &ExperimentConfig, path: &Path) -> Result<()> {
         match &self.config {
-            Some(saved) if saved.model != config.model => Err(Error::Checkpoint(format!(
-                "{} was written for another architecture than the run's config.json describes \
-                 (preset {} / bottleneck {} in the checkpoint, preset {} / bottleneck {} in the \
-                 config); restore the matching config.json or start over with --force",
-                path.display(),
-                saved.preset,
-                saved.model.bottleneck,
-                config.preset,
-                config.model.bottleneck
-            ))),
+            Some(saved) if saved.model != config.model => {
+                let differences = crate::config::differences(
+                    &saved.model,
+                    &config.model,
+                    ["in the checkpoint", "in config.json"],
+                );
+                Err(Error::Checkpoint(format!(
+                    "{} was written for another architecture than the run's config.json \
+                     describes ({}); restore the matching config.json or start over with \
+                     --force",
+                    path.display(),
+                    crate::config::summarize_differences(&differences)
+                )))
+            }
             _ => Ok(()),
         }
     }

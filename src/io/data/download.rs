@@ -42,9 +42,10 @@ pub enum Outcome {
     Downloaded(Vec<String>),
 }
 
-/// Fetches and unpacks CIFAR-10 into `dir` unless it is already there.
+/// Fetches and unpacks CIFAR-10 into `dir` unless it is already there, whole: a
+/// truncated file (not a whole number of records) is fetched again.
 pub fn download(dir: &Path, source: &Source, progress: bool) -> Result<Outcome> {
-    if dir.join(cifar::TEST_FILE).exists() {
+    if dir.join(cifar::TEST_FILE).exists() && damaged(dir).is_empty() {
         return Ok(Outcome::AlreadyThere);
     }
     let parent = match dir.parent() {
@@ -68,6 +69,18 @@ pub fn download(dir: &Path, source: &Source, progress: bool) -> Result<Outcome> 
     // The staging folder is removed whether the download worked or not.
     let _ = std::fs::remove_dir_all(&staging);
     result.map(Outcome::Downloaded)
+}
+
+/// The CIFAR-10 files in `dir` that are not a whole number of records.
+pub fn damaged(dir: &Path) -> Vec<String> {
+    std::iter::once(cifar::TEST_FILE)
+        .chain(cifar::TRAIN_FILES)
+        .filter(|name| {
+            std::fs::metadata(dir.join(name))
+                .is_ok_and(|m| m.len() == 0 || !m.len().is_multiple_of(cifar::RECORD as u64))
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// Downloads the archive into `staging/archive.tar.gz`, checks it, and unpacks the data
@@ -244,7 +257,7 @@ mod tests {
         let body = archive_bytes();
         let source = Source {
             md5: md5_hex(&body),
-            url: serve(body, 1),
+            url: serve(body.clone(), 1),
         };
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("cache").join("cifar10");
@@ -267,6 +280,20 @@ mod tests {
             download(&dir, &source, false).unwrap(),
             Outcome::AlreadyThere
         );
+        // A truncated file is fetched again, whole.
+        let train = dir.join("data_batch_1.bin");
+        let bytes = std::fs::read(&train).unwrap();
+        std::fs::write(&train, &bytes[..bytes.len() - 100]).unwrap();
+        assert_eq!(damaged(&dir), ["data_batch_1.bin"]);
+        let source = Source {
+            url: serve(body, 1),
+            ..source
+        };
+        assert!(matches!(
+            download(&dir, &source, false).unwrap(),
+            Outcome::Downloaded(_)
+        ));
+        assert_eq!(std::fs::read(&train).unwrap(), bytes);
     }
 
     #[test]
