@@ -9,6 +9,7 @@ pub mod info;
 pub mod nn;
 pub mod ops;
 pub mod pixelcnn;
+pub mod size;
 pub mod terms;
 pub mod units;
 pub mod vae;
