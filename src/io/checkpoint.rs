@@ -65,6 +65,10 @@ pub struct TrainState {
     /// Steps in one pass over the run's training set (0 in checkpoints that predate it).
     #[serde(default)]
     pub steps_per_epoch: u64,
+    /// The evaluation due at `step` was cut short by a stop request: the next session
+    /// does it before its first step (written only when set).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_eval: bool,
 }
 
 impl TrainState {
@@ -76,6 +80,7 @@ impl TrainState {
             best_test_nelbo_bpd: None,
             finished: false,
             steps_per_epoch: 0,
+            pending_eval: false,
         }
     }
 

@@ -4,6 +4,8 @@
 //! PixelCNN++ outputs `v` over the whole test set. With `samples > 1`, the
 //! importance-weighted bound on the negative log-likelihood (Burda et al. 2016) as well.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -61,10 +63,27 @@ pub struct EvalOptions {
 
 /// Evaluates `model` on `images` (on the model's device, without gradients).
 pub fn evaluate(model: &Hybrid, images: &ImageSet, options: EvalOptions) -> EvalReport {
-    tch::no_grad(|| evaluate_inner(model, images, options))
+    let never = AtomicBool::new(false);
+    evaluate_until(model, images, options, &never).expect("not stopped")
 }
 
-fn evaluate_inner(model: &Hybrid, images: &ImageSet, options: EvalOptions) -> EvalReport {
+/// [`evaluate`], given up (`None`) as soon as `stop` is set: a stop request during a long
+/// evaluation is answered within one batch.
+pub fn evaluate_until(
+    model: &Hybrid,
+    images: &ImageSet,
+    options: EvalOptions,
+    stop: &AtomicBool,
+) -> Option<EvalReport> {
+    tch::no_grad(|| evaluate_inner(model, images, options, stop))
+}
+
+fn evaluate_inner(
+    model: &Hybrid,
+    images: &ImageSet,
+    options: EvalOptions,
+    stop: &AtomicBool,
+) -> Option<EvalReport> {
     let EvalOptions {
         limit,
         batch,
@@ -80,6 +99,9 @@ fn evaluate_inner(model: &Hybrid, images: &ImageSet, options: EvalOptions) -> Ev
     let gd_sigma = model.bottleneck.gd_sigma();
     let mut bound_acc: Vec<BoundAccumulator> = Vec::new();
     for (i, idx) in Batches::sequential(n, batch).iter().enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            return None;
+        }
         let x = images_to_tensor(&images.gather(idx), shape(idx.len()), device);
         let latent = model.latent_shape(idx.len(), images.height);
         let z_noise = host_normal(latent, eval_seed(seed, i), device);
@@ -110,14 +132,14 @@ fn evaluate_inner(model: &Hybrid, images: &ImageSet, options: EvalOptions) -> Ev
             per_dim_bits,
         }
     });
-    EvalReport {
+    Some(EvalReport {
         images: n,
         terms: sums.bits_per_dim(n, dims),
         gd_bound,
         samples,
         nelbo_k_bpd: (samples > 1).then(|| per_image(nelbo_k)),
         iw_nll_bpd: (samples > 1).then(|| per_image(iw)),
-    }
+    })
 }
 
 /// The sum of a per-image tensor, in float64 on the host.

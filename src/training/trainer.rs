@@ -22,7 +22,7 @@ use crate::io::checkpoint::{EpochSums, TrainState};
 use crate::io::data::{Batches, Dataset, images_to_tensor};
 use crate::io::run_dir::RunDir;
 use crate::model::hybrid::Hybrid;
-use crate::training::evaluate::{EvalOptions, EvalReport, evaluate};
+use crate::training::evaluate::{EvalOptions, EvalReport, evaluate_until};
 use crate::training::log::{MetricsLine, Progress, TrainFigures};
 use crate::training::optim::{all_finite, exponential_lr};
 use crate::training::restore;
@@ -137,13 +137,30 @@ pub fn train(
         run,
         config,
         log: Progress::new(session.progress, total, state.step, config.model.dims()),
-        tester: Tester::new(data, tc, session.precision),
+        tester: Tester::new(data, tc, session.precision, session.stop.clone()),
     };
     let (mut last_eval, mut last_checkpoint, mut session_steps) = (None, Instant::now(), 0u64);
     // ---- the untrained model's test figure, once, with a checkpoint so it is not redone
     if tc.eval_first && state.step == 0 && state.best_test_nelbo_bpd.is_none() {
-        last_eval = Some(io.test(&mut learner, &mut state, None)?);
+        let Some(report) = io.test(&mut learner, &mut state, None)? else {
+            // Stopped during it: nothing to save, the next session does it again.
+            return Ok(outcome(state, None, true));
+        };
+        last_eval = Some(report);
         io.save(&learner, &state, 0)?;
+    }
+    // ---- the evaluation a stop request cut short, done before the next step
+    if state.pending_eval {
+        let at = Cadence::after(state.step, &schedule, tc);
+        let Some(report) = io.test(&mut learner, &mut state, Some(at))? else {
+            return Ok(outcome(state, last_eval, true));
+        };
+        last_eval = Some(report);
+        state.pending_eval = false;
+        if at.epoch_end {
+            state.epoch_sums = EpochSums::default();
+        }
+        io.save(&learner, &state, at.epoch)?;
     }
     // ---- the loop
     while state.step < total {
@@ -162,17 +179,17 @@ pub fn train(
         session_steps += 1;
         io.log.step(&state, epoch, lr);
         // ---- evaluation and checkpoint cadence
-        let epoch_end = state.step.is_multiple_of(schedule.steps_per_epoch) || state.step == total;
+        let at = Cadence::after(state.step, &schedule, tc);
+        let epoch_end = at.epoch_end;
         let eval_due = epoch_end || tc.eval_every.is_some_and(|k| state.step.is_multiple_of(k));
         if eval_due {
-            let at = Cadence {
-                epoch,
-                epoch_end,
-                lr,
-            };
-            last_eval = Some(io.test(&mut learner, &mut state, Some(at))?);
+            match io.test(&mut learner, &mut state, Some(at))? {
+                Some(report) => last_eval = Some(report),
+                // A stop request during it: the checkpoint below records it as owed.
+                None => state.pending_eval = true,
+            }
         }
-        if epoch_end {
+        if epoch_end && !state.pending_eval {
             state.epoch_sums = EpochSums::default();
         }
         state.finished = state.step == total;
@@ -197,10 +214,24 @@ pub fn train(
 
 /// Where a step of the loop is when it evaluates: its epoch, whether the epoch ends
 /// with it, and the learning rate it took.
+#[derive(Debug, Clone, Copy)]
 struct Cadence {
     epoch: u64,
     epoch_end: bool,
     lr: f64,
+}
+
+impl Cadence {
+    /// The cadence of the step that brought the run to `done` steps (at least 1).
+    fn after(done: u64, schedule: &Schedule, tc: &TrainConfig) -> Self {
+        let step = done - 1;
+        let total = schedule.total_steps;
+        Self {
+            epoch: step / schedule.steps_per_epoch,
+            epoch_end: done.is_multiple_of(schedule.steps_per_epoch) || done == total,
+            lr: exponential_lr(tc.lr_start, tc.lr_end, tc.lr_hold, step, total),
+        }
+    }
 }
 
 /// What the loop writes: the log, the test evaluations with their `metrics.jsonl` lines,
@@ -220,8 +251,10 @@ impl RunIo<'_> {
         learner: &mut Learner,
         state: &mut TrainState,
         at: Option<Cadence>,
-    ) -> Result<EvalReport> {
-        let report = self.tester.report(learner)?;
+    ) -> Result<Option<EvalReport>> {
+        let Some(report) = self.tester.report(learner)? else {
+            return Ok(None);
+        };
         let epoch = at.as_ref().map_or(0, |a| a.epoch);
         if !report.terms.nelbo.is_finite() {
             self.log.abandon();
@@ -273,7 +306,7 @@ impl RunIo<'_> {
             }
         };
         self.run.append_metrics(&line.to_json())?;
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Saves the checkpoint, unless the weights went non-finite (an update can leave
@@ -376,10 +409,17 @@ struct Tester<'a> {
     training_precision: Precision,
     /// The model the average is evaluated in (made at the first evaluation).
     average: Option<Hybrid>,
+    /// Set by a stop request, which an evaluation answers within one batch.
+    stop: Arc<AtomicBool>,
 }
 
 impl<'a> Tester<'a> {
-    fn new(data: &'a Dataset, tc: &TrainConfig, training_precision: Precision) -> Self {
+    fn new(
+        data: &'a Dataset,
+        tc: &TrainConfig,
+        training_precision: Precision,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         let options = EvalOptions {
             limit: tc.eval_images,
             batch: tc.eval_batch,
@@ -391,14 +431,17 @@ impl<'a> Tester<'a> {
             options,
             training_precision,
             average: None,
+            stop,
         }
     }
 
-    fn report(&mut self, learner: &mut Learner) -> Result<EvalReport> {
+    /// The test figures of the model (or its average), or `None` when a stop request
+    /// cut the evaluation short.
+    fn report(&mut self, learner: &mut Learner) -> Result<Option<EvalReport>> {
         let model = &mut learner.model;
         let Some(ema) = &learner.ema else {
             model.set_precision(Precision::F32);
-            let report = evaluate(model, &self.data.test, self.options);
+            let report = evaluate_until(model, &self.data.test, self.options, &self.stop);
             model.set_precision(self.training_precision);
             return Ok(report);
         };
@@ -407,7 +450,12 @@ impl<'a> Tester<'a> {
         }
         let average = self.average.as_ref().expect("made above");
         ema.copy_to(average.params());
-        Ok(evaluate(average, &self.data.test, self.options))
+        Ok(evaluate_until(
+            average,
+            &self.data.test,
+            self.options,
+            &self.stop,
+        ))
     }
 }
 
