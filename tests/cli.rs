@@ -1387,3 +1387,67 @@ fn a_sweep_directory_has_one_sweep_whose_children_stop_with_it() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert!(csv.lines().nth(1).unwrap().contains(",4,"), "{csv}");
 }
+
+/// Sizes that cannot fit in memory are refused with the estimate and what is available,
+/// before anything is allocated or written.
+#[test]
+fn sizes_that_cannot_fit_in_memory_are_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let data_s = data.to_str().unwrap();
+    let run = tmp.path().join("r");
+    let run_s = run.to_str().unwrap();
+    let fits = |err: &str| {
+        assert!(
+            err.contains("needs about") && err.contains("is available"),
+            "{err}"
+        );
+    };
+    fits(&run_err(&train_tiny(
+        data_s,
+        run_s,
+        &["--batch", "1000000000"],
+    )));
+    for model in [
+        r#"{"nr_filters": 100000, "width": 100000}"#,
+        r#"{"nr_filters": 18446744073709551615}"#,
+        r#"{"nr_mix": 1000000000}"#,
+    ] {
+        let file = tmp.path().join("m.json");
+        std::fs::write(&file, model).unwrap();
+        fits(&run_err(&train_tiny(
+            data_s,
+            run_s,
+            &["--model", file.to_str().unwrap()],
+        )));
+    }
+    assert!(
+        !run.exists(),
+        "nothing is written for a run that cannot fit"
+    );
+    fits(&run_err(&[
+        "bench",
+        "--preset",
+        "tiny",
+        "--batch",
+        "1000000000",
+        "--steps",
+        "1",
+    ]));
+    run_ok(&train_tiny(
+        data_s,
+        run_s,
+        &["--steps", "1", "--threads", "1"],
+    ));
+    let png = tmp.path().join("s.png");
+    fits(&run_err(&[
+        "sample",
+        "--run",
+        run_s,
+        "--n",
+        "4000000000",
+        "--out",
+        png.to_str().unwrap(),
+    ]));
+    assert!(!png.exists());
+}

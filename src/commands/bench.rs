@@ -47,6 +47,7 @@ pub fn run(args: BenchRequest) -> Result<()> {
         ),
     };
     let config = config.with_images(images.channels, images.height);
+    crate::training::ensure_trainable(&config, batch, device)?;
     crate::outln!(
         "preset {} bottleneck {} batch {batch} threads {} device {} precision {} data {source} \
          ({} images)",

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::row_bar;
+use crate::config::ModelConfig;
 use crate::engine::Runtime;
 use crate::error::{Error, Result};
 use crate::training::sample::Method;
@@ -53,6 +54,12 @@ pub fn sample(args: SampleRequest) -> Result<()> {
     let device = args.runtime.start()?;
     let (config, model) = crate::training::restore::load_for_inference(&args.run, device)?;
     let m = &config.model;
+    ensure_drawable(
+        m,
+        args.n,
+        device,
+        "lower --n (images are drawn all at once)",
+    )?;
     let bar = row_bar(m.image_size, "sampling");
     let t0 = std::time::Instant::now();
     let draw = crate::training::sample::Draw {
@@ -95,6 +102,12 @@ pub fn reconstruct(args: ReconstructRequest) -> Result<()> {
         )));
     }
     let n = args.n;
+    ensure_drawable(
+        m,
+        n.saturating_mul(args.samples),
+        model.device(),
+        "lower --n or --samples (they are drawn all at once)",
+    )?;
     let originals = data.test.take(n).pixels;
     let bar = row_bar(m.image_size, "reconstructing");
     let draw = crate::training::sample::Draw {
@@ -126,4 +139,17 @@ pub fn reconstruct(args: ReconstructRequest) -> Result<()> {
         args.samples
     )?;
     Ok(())
+}
+
+/// Refuses drawing `n` images of `model` at once where they cannot fit in the host's
+/// memory (on the CPU).
+fn ensure_drawable(model: &ModelConfig, n: usize, device: tch::Device, hint: &str) -> Result<()> {
+    if device != tch::Device::Cpu {
+        return Ok(());
+    }
+    crate::engine::memory::ensure_fits(
+        &format!("drawing {n} images at once"),
+        crate::model::size::inference_bytes(model, n),
+        hint,
+    )
 }

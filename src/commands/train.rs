@@ -77,6 +77,8 @@ pub fn run(args: TrainRequest) -> Result<()> {
     };
     // A schedule too long to count is refused before anything is written.
     config.train.total_steps(data.train.len())?;
+    // So is one that cannot fit in memory.
+    crate::training::ensure_trainable(&config.model, config.train.batch, device)?;
     // One trainer per run directory, for as long as this process lives; taken before
     // --force deletes anything.
     let _lock = DirLock::acquire(&run.path, "train")?;

@@ -128,6 +128,9 @@ impl std::str::FromStr for Preset {
     }
 }
 
+/// The most stride-2 steps a model may take (a 65,536-pixel-wide image down to one).
+const MAX_DOWNSAMPLES: usize = 16;
+
 impl ModelConfig {
     /// The paper's model (Appendix B): 81,887,662 parameters with `gd`.
     pub fn paper() -> Self {
@@ -270,6 +273,13 @@ impl ModelConfig {
             return Err(Error::Config(format!(
                 "images must have 1 or 3 channels, not {}",
                 self.image_channels
+            )));
+        }
+        if self.downsamples > MAX_DOWNSAMPLES {
+            return Err(Error::Config(format!(
+                "downsamples = {} halves the image more often than any image allows (at \
+                 most {MAX_DOWNSAMPLES})",
+                self.downsamples
             )));
         }
         let step = 1usize << self.downsamples;

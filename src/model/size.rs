@@ -256,6 +256,24 @@ pub fn activation_floats_per_image(model: &ModelConfig) -> u128 {
     (inputs + encoder + decoder + pixelcnn + bottleneck + mix + aux).0
 }
 
+/// Bytes of float32 numbers a training step of `batch` images holds: the parameters
+/// five times (weights, gradients, Adam's two moments, the Polyak average) and the
+/// activations of [`activation_floats_per_image`]. On the CPU it came within 15% of the
+/// growth of the peak resident memory per image of `tiny` and `small` (docs/performance.md).
+pub fn training_bytes(model: &ModelConfig, batch: usize) -> u128 {
+    let floats = (Count(5) * Count(param_count(model)))
+        + Count(batch as u128) * Count(activation_floats_per_image(model));
+    (Count(4) * floats).0
+}
+
+/// Bytes an inference over `n` images at once holds at most: the parameters and every
+/// activation of the forward pass (as the cached sampler keeps them).
+pub fn inference_bytes(model: &ModelConfig, n: usize) -> u128 {
+    let floats =
+        Count(param_count(model)) + Count(n as u128) * Count(activation_floats_per_image(model));
+    (Count(4) * floats).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

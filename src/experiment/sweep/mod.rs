@@ -34,6 +34,18 @@ pub fn run(plan: SweepPlan) -> Result<()> {
         return status::show(&plan.out, &members::recorded(&plan.out)?);
     }
     let runs = plan::planned_runs(&plan)?;
+    if plan.slurm.is_none() && plan.device == crate::engine::DeviceChoice::Cpu {
+        // --jobs runs at once, each as large as the largest.
+        let largest = (runs.iter())
+            .map(|r| crate::model::size::training_bytes(&r.config.model, r.config.train.batch))
+            .max()
+            .unwrap_or(0);
+        crate::engine::memory::ensure_fits(
+            &format!("training {} runs at once", plan.jobs),
+            largest.saturating_mul(plan.jobs as u128),
+            "lower --jobs, --batch or the model's sizes",
+        )?;
+    }
     // One sweep per directory, for as long as this process lives.
     let _lock = crate::io::lock::DirLock::acquire(&plan.out, "sweep")?;
     plan::check_saved_settings(&plan, &runs)?;
