@@ -2,6 +2,8 @@
 //! once, in a group; `resolve` turns each command's flags into the request the library
 //! runs (`crate::commands`, `crate::experiment::sweep`).
 
+#[cfg(test)]
+mod fuzz;
 mod resolve;
 mod slurm;
 

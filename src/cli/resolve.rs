@@ -19,7 +19,7 @@ impl RuntimeArgs {
 }
 
 impl RunArgs {
-    fn overrides(&self) -> Overrides {
+    pub(super) fn overrides(&self) -> Overrides {
         Overrides {
             epochs: self.epochs,
             steps: self.steps,
@@ -70,7 +70,7 @@ impl SlurmArgs {
 }
 
 impl SweepArgs {
-    fn resolve(self) -> Result<SweepPlan> {
+    pub(super) fn resolve(self) -> Result<SweepPlan> {
         Ok(SweepPlan {
             members: sweep::members(&self.gd, &self.vb, &self.baselines, &self.seeds)?,
             preset: self.preset,

@@ -66,7 +66,7 @@ impl ExperimentConfig {
         train.steps = o.steps;
         if let Some(b) = o.batch {
             train.batch = b;
-            train.eval_batch = 4 * b;
+            train.eval_batch = b.saturating_mul(4);
         }
         if let Some(v) = o.lr_start {
             train.lr_start = v;

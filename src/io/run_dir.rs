@@ -67,7 +67,11 @@ impl RunDir {
         Ok(config)
     }
 
+    /// Writes `config.json`, after the same checks as [`RunDir::read_config`]: what is
+    /// written can be read back.
     pub fn write_config(&self, config: &ExperimentConfig) -> Result<()> {
+        config.model.validate()?;
+        config.train.validate()?;
         std::fs::create_dir_all(&self.path).at(&self.path)?;
         let text = serde_json::to_string_pretty(config).expect("configs serialise");
         write_atomic_str(&self.config_path(), &(text + "\n"))
