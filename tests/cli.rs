@@ -1328,7 +1328,18 @@ fn a_run_directory_has_one_trainer() {
     assert!(err.contains("no run to resume"), "{err}");
     assert!(!typo.exists());
     // Flags on a resume: the conflict, named, not a question of data directories.
-    let err = run_err(&["train", "--run", run_s, "--resume", "--steps", "7"]);
+    let err = run_err(&[
+        "train",
+        "--run",
+        run_s,
+        "--resume",
+        "--preset",
+        "tiny",
+        "--checkpoint-minutes",
+        "0",
+        "--steps",
+        "7",
+    ]);
     assert!(err.contains("train.steps: 100000 here, 7 asked"), "{err}");
 }
 
