@@ -625,6 +625,27 @@ fn info_bound_prints_json_and_a_scale_table() {
     assert!(text.contains("0.01") && text.contains("100"), "{text}");
     let err = run_err(&["info-bound", "--rate", "1", "--values", "1,2"]);
     assert!(err.contains("[0, 1)"), "{err}");
+    // At the ends of float64's range the Gaussian-dropout figures are those at scale 1.
+    let json = |scale: &str| -> serde_json::Value {
+        let out = run_ok(&[
+            "info-bound",
+            "--rate",
+            "0.15",
+            "--values",
+            "1,2,3",
+            "--scale",
+            scale,
+            "--json",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (one, huge) = (json("1"), json("1e300"));
+    assert_eq!(one["gd_bound_nats"], huge["gd_bound_nats"]);
+    assert!(huge["additive_bound_nats"].as_f64().unwrap().is_finite());
+    // More values than the exact integral is computed for: refused, not minutes of work.
+    let many: Vec<String> = (1..=257).map(|i| i.to_string()).collect();
+    let err = run_err(&["info-bound", "--rate", "0.1", "--values", &many.join(",")]);
+    assert!(err.contains("at most 256"), "{err}");
 }
 
 #[test]

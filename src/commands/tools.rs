@@ -61,8 +61,7 @@ pub fn info_bound(args: InfoBoundRequest) -> Result<()> {
     if args.values.len() > MAX_VALUES {
         return Err(Error::Config(format!(
             "--values holds {} values; at most {MAX_VALUES} are taken, as the exact mutual \
-             information's integral costs the cube of their count ({MAX_VALUES} take about \
-             a minute)",
+             information's integral costs the cube of their count",
             args.values.len()
         )));
     }
