@@ -9,3 +9,4 @@ pub mod lock;
 pub mod reference;
 pub mod run_dir;
 pub mod tensor_file;
+pub mod tensorboard;
