@@ -110,6 +110,8 @@ fn train_args<'a>(data: &'a str, run: &'a str) -> Vec<&'a str> {
         "1",
         "--ema-decay",
         "0.9",
+        // Exact resumption with TensorBoard's files is the subject of its own test.
+        "--no-tensorboard",
     ]
 }
 
@@ -1482,4 +1484,138 @@ fn sizes_that_cannot_fit_in_memory_are_refused_up_front() {
         png.to_str().unwrap(),
     ]));
     assert!(!png.exists());
+}
+
+/// Every summary value of the run's TensorBoard event files, as (tag, step, value) with
+/// scalars as `Some(value)`, each record read with its length and masked CRC-32C checked.
+fn board_values(run: &Path) -> Vec<(String, i64, Option<f32>)> {
+    use ibvae::io::tensorboard::{EventWhat, SummaryValueKind, read_events};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("events.out.tfevents."))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no event file in {}", run.display());
+    let mut out = Vec::new();
+    for f in files {
+        for event in read_events(&f).unwrap() {
+            if let Some(EventWhat::Summary(s)) = event.what {
+                for v in s.value {
+                    let scalar = match v.value {
+                        Some(SummaryValueKind::SimpleValue(x)) => Some(x),
+                        _ => None,
+                    };
+                    out.push((v.tag, event.step, scalar));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The scalar series `tag`, by step.
+fn series(values: &[(String, i64, Option<f32>)], tag: &str) -> Vec<(i64, f32)> {
+    let mut s: Vec<(i64, f32)> = (values.iter())
+        .filter(|(t, _, v)| t == tag && v.is_some())
+        .map(|(_, step, v)| (*step, v.unwrap()))
+        .collect();
+    s.sort_by_key(|(step, _)| *step);
+    s
+}
+
+#[test]
+fn tensorboard_event_files_mirror_metrics_and_a_resume_adds_no_duplicate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let data = data.to_str().unwrap();
+    let args = |run: &Path| -> Vec<String> {
+        let mut a: Vec<String> = train_tiny(
+            data,
+            run.to_str().unwrap(),
+            &[
+                "--steps",
+                "12",
+                "--eval-every",
+                "3",
+                "--threads",
+                "1",
+                "--seed",
+                "5",
+            ],
+        )
+        .into_iter()
+        .map(String::from)
+        .collect();
+        a.push("--ema-decay".into());
+        a.push("0.9".into());
+        a
+    };
+    let whole = tmp.path().join("whole");
+    let a = args(&whole);
+    run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let values = board_values(&whole);
+    let lines = metrics(&whole);
+    let steps: Vec<i64> = lines.iter().map(|m| m["step"].as_i64().unwrap()).collect();
+    assert_eq!(steps, [3, 6, 9, 10, 12]);
+    for (tag, key, test) in [
+        ("test/nelbo_bpd", "nelbo_bpd", true),
+        ("test/kl_bpd", "kl_bpd", true),
+        ("train/nelbo_bpd", "train_nelbo_bpd", false),
+        ("train/kl_bpd", "train_kl_bpd", false),
+        ("train/lr", "lr", false),
+    ] {
+        let from_jsonl: Vec<(i64, f32)> = (lines.iter())
+            .map(|m| {
+                let v = if test { &m["test"][key] } else { &m[key] };
+                (m["step"].as_i64().unwrap(), v.as_f64().unwrap() as f32)
+            })
+            .collect();
+        assert_eq!(series(&values, tag), from_jsonl, "{tag}");
+    }
+    for tag in ["samples", "reconstructions"] {
+        let at: Vec<i64> = (values.iter())
+            .filter(|(t, _, _)| t == tag)
+            .map(|(_, s, _)| *s)
+            .collect();
+        assert_eq!(at, steps, "{tag}");
+    }
+    for tag in [
+        "config",
+        "_hparams_/session_start_info",
+        "_hparams_/session_end_info",
+    ] {
+        assert!(values.iter().any(|(t, _, _)| t == tag), "no {tag}");
+    }
+
+    // Stopped at step 7; the rest trained; then the checkpoint of step 7 put back, as a
+    // kill after step 12's metrics but before its checkpoint would leave the run.
+    let cut = tmp.path().join("cut");
+    let mut a = args(&cut);
+    a.extend(["--stop-after".into(), "7".into()]);
+    run_stopped(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let at_7 = std::fs::read(cut.join("checkpoint.safetensors")).unwrap();
+    let cut_s = cut.to_str().unwrap();
+    let resume = ["train", "--run", cut_s, "--resume", "--threads", "1"];
+    run_ok(&resume);
+    std::fs::write(cut.join("checkpoint.safetensors"), &at_7).unwrap();
+    std::fs::remove_file(cut.join("checkpoint.prev.safetensors")).unwrap();
+    run_ok(&resume);
+    let resumed = board_values(&cut);
+    for tag in ["test/nelbo_bpd", "train/nelbo_bpd", "train/lr"] {
+        assert_eq!(series(&resumed, tag), series(&values, tag), "{tag}");
+    }
+    assert_eq!(metrics(&cut), metrics(&whole));
+
+    // --no-tensorboard writes none.
+    let quiet = tmp.path().join("quiet");
+    let mut a = args(&quiet);
+    a.push("--no-tensorboard".into());
+    run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!std::fs::read_dir(&quiet).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("tfevents")
+    }));
 }

@@ -175,6 +175,9 @@ pub struct TrainArgs {
     /// Stop with a checkpoint after N steps of this session (the run stays resumable).
     #[arg(long, hide = true)]
     pub stop_after: Option<u64>,
+    /// Write no TensorBoard event files (by default the run directory gets them).
+    #[arg(long)]
+    pub no_tensorboard: bool,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +214,9 @@ pub struct SweepArgs {
     /// results.csv; trains nothing.
     #[arg(long)]
     pub status: bool,
+    /// Write no TensorBoard event files (by default every run directory gets them).
+    #[arg(long)]
+    pub no_tensorboard: bool,
     /// Start over the runs of this sweep that the directory holds with other settings
     /// (without it, such a rerun is refused and names the difference).
     #[arg(long, conflicts_with = "status")]

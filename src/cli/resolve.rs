@@ -84,6 +84,7 @@ impl SweepArgs {
             slurm: self.slurm.resolve(),
             status: self.status,
             force: self.force,
+            tensorboard: !self.no_tensorboard,
         })
     }
 }
@@ -119,6 +120,7 @@ pub fn run(cli: Cli) -> Result<()> {
             runtime: a.compute.runtime.resolve(),
             precision: a.compute.precision,
             stop_after: a.stop_after,
+            tensorboard: !a.no_tensorboard,
         }),
         Command::Sweep(a) => sweep::run(a.resolve()?),
         Command::Eval(a) => evaluate::run(evaluate::EvalRequest {

@@ -28,6 +28,8 @@ pub struct TrainRequest {
     pub precision: Precision,
     /// Stop with a checkpoint after this many steps of this session (tests).
     pub stop_after: Option<u64>,
+    /// Write TensorBoard event files into the run directory.
+    pub tensorboard: bool,
 }
 
 pub fn run(args: TrainRequest) -> Result<()> {
@@ -105,6 +107,7 @@ pub fn run(args: TrainRequest) -> Result<()> {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         stop,
         max_session_steps: args.stop_after,
+        tensorboard: args.tensorboard,
     };
     let outcome = crate::training::trainer::train(&run, &config, &data, &session)?;
     if outcome.interrupted {

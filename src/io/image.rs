@@ -39,6 +39,17 @@ pub fn grid(
 
 /// Writes RGB bytes as a PNG, scaled up by an integer factor so small images are legible.
 pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8], scale: usize) -> Result<()> {
+    let bytes = encode_png(width, height, rgb, scale)?;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    crate::io::fsutil::write_atomic(path, &bytes)
+}
+
+/// RGB bytes as the bytes of a PNG file, scaled up by an integer factor.
+pub fn encode_png(width: usize, height: usize, rgb: &[u8], scale: usize) -> Result<Vec<u8>> {
     let scale = scale.max(1);
     let (w, h) = (width * scale, height * scale);
     let mut scaled = vec![0u8; w * h * 3];
@@ -60,12 +71,7 @@ pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8], scale: us
             .write_image_data(&scaled)
             .map_err(|e| Error::Config(format!("PNG encoding failed: {e}")))?;
     }
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    crate::io::fsutil::write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 #[cfg(test)]

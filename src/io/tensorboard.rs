@@ -669,6 +669,16 @@ pub fn event_record(event: &Event) -> Vec<u8> {
 /// each. A wrong checksum or a file that ends inside a record is an error that names the
 /// record's byte offset.
 pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>> {
+    match scan_records(path)? {
+        (records, None) => Ok(records),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// The whole records at the start of the event file at `path`, up to the first damaged
+/// or cut one (a killed writer can leave its last record cut), and the error about that
+/// one, if any.
+pub fn scan_records(path: &Path) -> Result<(Vec<Vec<u8>>, Option<Error>)> {
     let bytes = std::fs::read(path).at(path)?;
     let bad = |offset: usize, what: String| {
         Error::Data(format!(
@@ -681,34 +691,34 @@ pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>> {
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         if rest.len() < 12 {
-            return Err(bad(
-                offset,
-                format!("is truncated: {} bytes of its 12-byte header", rest.len()),
-            ));
+            let what = format!("is truncated: {} bytes of its 12-byte header", rest.len());
+            return Ok((records, Some(bad(offset, what))));
         }
         let len_bytes = &rest[..8];
         let header_crc = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"));
         if masked_crc32c(len_bytes) != header_crc {
-            return Err(bad(offset, "has a bad length checksum".into()));
+            return Ok((
+                records,
+                Some(bad(offset, "has a bad length checksum".into())),
+            ));
         }
         let len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
         let available = (rest.len() - 12) as u64;
         if available < len.saturating_add(4) {
-            return Err(bad(
-                offset,
-                format!("is truncated: {len} bytes of data and a checksum, {available} left"),
-            ));
+            let what =
+                format!("is truncated: {len} bytes of data and a checksum, {available} left");
+            return Ok((records, Some(bad(offset, what))));
         }
         let len = len as usize;
         let data = &rest[12..12 + len];
         let data_crc = u32::from_le_bytes(rest[12 + len..16 + len].try_into().expect("4 bytes"));
         if masked_crc32c(data) != data_crc {
-            return Err(bad(offset, "has a bad data checksum".into()));
+            return Ok((records, Some(bad(offset, "has a bad data checksum".into()))));
         }
         records.push(data.to_vec());
         offset += 16 + len;
     }
-    Ok(records)
+    Ok((records, None))
 }
 
 /// The events of the event file at `path`, read with [`read_records`] and decoded.

@@ -2,6 +2,7 @@
 //! Polyak average, test evaluation, ancestral sampling and the speed benchmark.
 
 pub mod bench;
+pub mod board;
 pub mod evaluate;
 pub mod log;
 pub mod optim;

@@ -22,6 +22,7 @@ use crate::io::checkpoint::{EpochSums, TrainState};
 use crate::io::data::{Batches, Dataset, images_to_tensor};
 use crate::io::run_dir::RunDir;
 use crate::model::hybrid::Hybrid;
+use crate::training::board::Board;
 use crate::training::evaluate::{EvalOptions, EvalReport, evaluate_until};
 use crate::training::log::{MetricsLine, Progress, TrainFigures};
 use crate::training::optim::{all_finite, exponential_lr};
@@ -61,6 +62,8 @@ pub struct Session {
     pub stop: Arc<AtomicBool>,
     /// Stop (with a checkpoint) after this many steps of this session: for tests.
     pub max_session_steps: Option<u64>,
+    /// Write TensorBoard event files into the run directory.
+    pub tensorboard: bool,
 }
 
 /// Prepares the run directory for `config` according to `start`, and returns the config
@@ -138,6 +141,10 @@ pub fn train(
         config,
         log: Progress::new(session.progress, total, state.step, config.model.dims()),
         tester: Tester::new(data, tc, session.precision, session.stop.clone()),
+        board: match session.tensorboard {
+            true => Some(Board::open(run, config, state.step)?),
+            false => None,
+        },
     };
     let (mut last_eval, mut last_checkpoint, mut session_steps) = (None, Instant::now(), 0u64);
     // ---- the untrained model's test figure, once, with a checkpoint so it is not redone
@@ -208,6 +215,9 @@ pub fn train(
             return Ok(outcome(state, last_eval, true));
         }
     }
+    if let Some(board) = &mut io.board {
+        board.finish()?;
+    }
     io.log.finish();
     Ok(outcome(state, last_eval, false))
 }
@@ -241,6 +251,8 @@ struct RunIo<'a> {
     config: &'a ExperimentConfig,
     log: Progress,
     tester: Tester<'a>,
+    /// The TensorBoard log, unless `--no-tensorboard`.
+    board: Option<Board>,
 }
 
 impl RunIo<'_> {
@@ -306,6 +318,12 @@ impl RunIo<'_> {
             }
         };
         self.run.append_metrics(&line.to_json())?;
+        if let Some(board) = &mut self.board {
+            board.metrics(&line)?;
+            if line.step > 0 {
+                self.tester.draw(learner, board, line.step, tc.seed)?;
+            }
+        }
         Ok(Some(report))
     }
 
@@ -435,6 +453,30 @@ impl<'a> Tester<'a> {
         }
     }
 
+    /// The grids of samples and reconstructions of the model (or its average) at `step`.
+    fn draw(
+        &mut self,
+        learner: &mut Learner,
+        board: &mut Board,
+        step: u64,
+        seed: u64,
+    ) -> Result<()> {
+        let test = &self.data.test.pixels;
+        let model = &mut learner.model;
+        let Some(ema) = &learner.ema else {
+            model.set_precision(Precision::F32);
+            let drawn = board.drawings(step, model, test, seed);
+            model.set_precision(self.training_precision);
+            return drawn;
+        };
+        if self.average.is_none() {
+            self.average = Some(Hybrid::new(&model.config, model.device())?);
+        }
+        let average = self.average.as_ref().expect("made above");
+        ema.copy_to(average.params());
+        board.drawings(step, average, test, seed)
+    }
+
     /// The test figures of the model (or its average), or `None` when a stop request
     /// cut the evaluation short.
     fn report(&mut self, learner: &mut Learner) -> Result<Option<EvalReport>> {
@@ -514,6 +556,7 @@ mod tests {
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
             max_session_steps: Some(3),
+            tensorboard: false,
         };
         let config_ok = prepare_run(&run, config.clone(), StartMode::New).unwrap();
         let out = super::train(&run, &config_ok, &data, &session).unwrap();

@@ -216,9 +216,13 @@ impl<'a> LocalSweep<'a> {
         .args(["--threads", &self.threads.to_string()])
         .args(["--device", &self.plan.device.to_string()]);
         match phase {
-            Phase::Training => cmd
-                .arg("--resume")
-                .args(["--precision", &self.plan.precision.to_string()]),
+            Phase::Training => {
+                if !self.plan.tensorboard {
+                    cmd.arg("--no-tensorboard");
+                }
+                cmd.arg("--resume")
+                    .args(["--precision", &self.plan.precision.to_string()])
+            }
             Phase::Evaluating => cmd.arg("--json"),
         };
         cmd

@@ -113,6 +113,8 @@ pub struct SweepPlan {
     pub status: bool,
     /// Start over the runs saved with other settings than these.
     pub force: bool,
+    /// The runs write TensorBoard event files.
+    pub tensorboard: bool,
 }
 
 impl SweepPlan {

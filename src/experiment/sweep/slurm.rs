@@ -46,6 +46,8 @@ pub struct TaskRuntime {
     pub threads: usize,
     pub device: DeviceChoice,
     pub precision: Precision,
+    /// The runs write TensorBoard event files.
+    pub tensorboard: bool,
 }
 
 /// The folder of a sweep's SLURM files: the script, the tasks' output, the job ids.
@@ -113,7 +115,9 @@ pub fn script(
         threads,
         device,
         precision,
+        tensorboard,
     } = runtime;
+    let board = if tensorboard { "" } else { " --no-tensorboard" };
     Ok(format!(
         r#"#!/usr/bin/env bash
 # Written by `ibvae sweep --slurm`: one array task per sweep member (the task index is the
@@ -136,7 +140,7 @@ trap 'signal=USR1; [ -n "$child" ] && kill -s USR1 "$child" 2>/dev/null' USR1
 trap 'signal=TERM' TERM
 
 echo "task $SLURM_ARRAY_TASK_ID (restart ${{SLURM_RESTART_COUNT:-0}}): $run"
-"$ibvae" train --run "$run" --resume --threads {threads} --device {device} --precision {precision} >> "$run/train.log" 2>&1 &
+"$ibvae" train --run "$run" --resume --threads {threads} --device {device} --precision {precision}{board} >> "$run/train.log" 2>&1 &
 child=$!
 # A trapped signal interrupts `wait`: wait again until ibvae has saved and exited.
 status=0
