@@ -726,6 +726,46 @@ fn a_sweep_of_three_runs_resumes_plots_and_samples() {
         grid.to_str().unwrap(),
     ]);
     assert!(std::fs::read(&grid).unwrap().starts_with(b"\x89PNG"));
+    // TensorBoard: the sweep's own file holds the HParams experiment; each run its own
+    // session.
+    let tags: Vec<String> = board_values(&out).into_iter().map(|(t, _, _)| t).collect();
+    assert_eq!(tags, ["_hparams_/experiment"]);
+    let tags: Vec<String> = (board_values(&out.join("gd-0.3")).into_iter())
+        .map(|(t, _, _)| t)
+        .collect();
+    assert!(tags.iter().any(|t| t == "_hparams_/session_start_info"));
+    // Curves of chosen runs, and of every member of the sweep.
+    let curves = tmp.path().join("curves");
+    let (gd, vb) = (out.join("gd-0.3"), out.join("vb-0.1"));
+    run_ok(&[
+        "plot",
+        "--run",
+        gd.to_str().unwrap(),
+        "--run",
+        vb.to_str().unwrap(),
+        "--out",
+        curves.to_str().unwrap(),
+    ]);
+    let svg = std::fs::read_to_string(curves.join("curves.svg")).unwrap();
+    assert!(svg.contains("gd-0.3") && svg.contains("vb-0.1"));
+    assert!(
+        std::fs::read(curves.join("curves.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+    let all = tmp.path().join("all");
+    run_ok(&[
+        "plot",
+        "--sweep",
+        out.to_str().unwrap(),
+        "--curves",
+        "--samples",
+        "0",
+        "--out",
+        all.to_str().unwrap(),
+    ]);
+    let svg = std::fs::read_to_string(all.join("curves.svg")).unwrap();
+    assert!(svg.contains("none"), "{svg}");
 }
 
 #[test]
@@ -1002,6 +1042,8 @@ fn submit_long_run(tmp: &Path, data: &Path, name: &str, spec: &str) -> (PathBuf,
             "--threads",
             "1",
             "--slurm",
+            // 20 evaluations: their sample grids would only slow the test.
+            "--no-tensorboard",
         ],
     ));
     let text = String::from_utf8_lossy(&submitted.stdout).into_owned();
@@ -1030,6 +1072,7 @@ fn assert_same_as_uninterrupted(tmp: &Path, run: &Path) {
         "--resume",
         "--threads",
         "1",
+        "--no-tensorboard",
     ]);
     assert_same_run(&whole, run);
 }

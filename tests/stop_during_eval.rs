@@ -48,7 +48,7 @@ fn an_evaluation_cut_short_by_a_stop_is_done_on_resume() {
         progress: false,
         stop: Arc::new(AtomicBool::new(stop)),
         max_session_steps: None,
-        tensorboard: true,
+        tensorboard: false,
     };
     let whole = RunDir::new(tmp.path().join("whole"));
     let config = prepare_run(&whole, config, StartMode::New).unwrap();

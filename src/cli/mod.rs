@@ -306,10 +306,18 @@ pub struct ReconstructArgs {
 
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// A sweep's output directory (with results.csv).
+    /// A sweep's output directory (with results.csv): its trade-off figure and samples.
+    #[arg(long, required_unless_present = "run")]
+    pub sweep: Option<PathBuf>,
+    /// A run directory whose training and test curves to draw (curves.svg, curves.png);
+    /// repeat it to compare runs.
     #[arg(long)]
-    pub sweep: PathBuf,
-    /// Where to write tradeoff.svg, tradeoff.png and samples.png.
+    pub run: Vec<PathBuf>,
+    /// With --sweep: draw the curves of every member of the sweep too.
+    #[arg(long, requires = "sweep")]
+    pub curves: bool,
+    /// Where to write the figures (tradeoff.svg, tradeoff.png, samples.png, curves.svg,
+    /// curves.png).
     #[arg(long)]
     pub out: PathBuf,
     /// Samples per run in samples.png (0 skips the samples).

@@ -153,6 +153,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }),
         Command::Plot(a) => plot::run(plot::PlotRequest {
             sweep: a.sweep,
+            runs: a.run,
+            curves: a.curves,
             out: a.out,
             samples: a.samples,
             seed: a.seed,

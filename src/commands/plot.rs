@@ -17,7 +17,11 @@ use crate::training::sample::{Draw, Method};
 #[derive(Debug, Clone)]
 pub struct PlotRequest {
     /// A sweep's output directory (with `results.csv`).
-    pub sweep: PathBuf,
+    pub sweep: Option<PathBuf>,
+    /// Runs whose training curves to draw (beside the sweep's members with `curves`).
+    pub runs: Vec<PathBuf>,
+    /// Draw the curves of the sweep's members too.
+    pub curves: bool,
     pub out: PathBuf,
     /// Samples per run in `samples.png` (0 skips them).
     pub samples: usize,
@@ -26,21 +30,58 @@ pub struct PlotRequest {
 }
 
 pub fn run(args: PlotRequest) -> Result<()> {
-    let csv = results::path(&args.sweep);
+    let Some(sweep) = &args.sweep else {
+        if args.runs.is_empty() {
+            return Err(Error::Config(
+                "give --sweep DIR (a sweep's figures) or --run DIR (a run's curves; repeat it \
+                 to compare runs)"
+                    .into(),
+            ));
+        }
+        return curves(&args.runs, &args.out);
+    };
+    sweep_figures(&args, sweep)?;
+    let mut runs = args.runs.clone();
+    if args.curves {
+        let rows = results::read(&results::path(sweep))?;
+        runs.extend(rows.iter().map(|r| results::run_dir(sweep, r)));
+    }
+    match runs.is_empty() {
+        true => Ok(()),
+        false => curves(&runs, &args.out),
+    }
+}
+
+/// `curves.svg` and `curves.png` of `runs` in `out`.
+fn curves(runs: &[PathBuf], out: &Path) -> Result<()> {
+    let curves = (runs.iter())
+        .map(|r| crate::experiment::curves::Curve::of_run(r))
+        .collect::<Result<Vec<_>>>()?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::experiment::curves::draw(&curves, out)?;
+    crate::outln!(
+        "wrote {} and curves.png ({} runs)",
+        out.join("curves.svg").display(),
+        curves.len()
+    )
+}
+
+/// The trade-off figure, the comparison at equal KL and the samples of the sweep in
+/// `sweep`.
+fn sweep_figures(args: &PlotRequest, sweep: &Path) -> Result<()> {
+    let csv = results::path(sweep);
     if !csv.exists() {
         return Err(Error::Data(format!(
             "{} has no results.csv: run `ibvae sweep --out {}` first",
-            args.sweep.display(),
-            args.sweep.display()
+            sweep.display(),
+            sweep.display()
         )));
     }
     let rows = results::read(&csv)?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
-    let config = rows.first().and_then(|r| {
-        RunDir::new(results::run_dir(&args.sweep, r))
-            .read_config()
-            .ok()
-    });
+    let config = rows
+        .first()
+        .and_then(|r| RunDir::new(results::run_dir(sweep, r)).read_config().ok());
     crate::experiment::plot::tradeoff(&rows, &args.out, &tradeoff_title(config.as_ref()))?;
     crate::outln!(
         "wrote {} and tradeoff.png",
@@ -58,7 +99,7 @@ pub fn run(args: PlotRequest) -> Result<()> {
     let preset = config.map(|c| c.preset.to_string()).unwrap_or_default();
     // The samples' labels name the seed where the sweep has several.
     let seeded = rows.iter().any(|r| r.seed != rows[0].seed);
-    samples_figure(&args, &chosen, seeded, &preset)
+    samples_figure(args, sweep, &chosen, seeded, &preset)
 }
 
 /// The figure's title: the model and the images of the sweep's first run.
@@ -108,6 +149,7 @@ fn runs_to_sample(rows: &[ResultRow]) -> Vec<&ResultRow> {
 /// `samples.png`: `args.samples` samples from the prior of each chosen run, a row each.
 fn samples_figure(
     args: &PlotRequest,
+    sweep: &Path,
     chosen: &[&ResultRow],
     seeded: bool,
     preset: &str,
@@ -116,7 +158,7 @@ fn samples_figure(
     let mut panel = Vec::new();
     let (mut channels, mut size) = (3, 32);
     for row in chosen {
-        let dir = results::run_dir(&args.sweep, row);
+        let dir = results::run_dir(sweep, row);
         let (config, model) = crate::training::restore::load_for_inference(&dir, device)?;
         channels = config.model.image_channels;
         size = config.model.image_size;

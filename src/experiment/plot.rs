@@ -19,13 +19,13 @@ use crate::model::bottleneck::PlotStyle;
 /// that PNG text renders on machines without system fonts.
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
-fn register_font() -> Result<()> {
+pub(crate) fn register_font() -> Result<()> {
     // Registering twice is harmless; a failure means the embedded file is broken.
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| Error::Config("the embedded font could not be read".into()))
 }
 
-fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
+pub(crate) fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
     Error::Config(format!("drawing the figure failed: {e:?}"))
 }
 
@@ -61,9 +61,10 @@ impl Axes {
         }
         // At least 1e-3 so that a single point still has axes of some width.
         let (dx, dy) = (((x1 - x0) * 0.2).max(1e-3), ((y1 - y0) * 0.12).max(1e-3));
+        // KL and the negative ELBO are never negative: neither axis starts below zero.
         Self {
-            x: (x0 - dx, x1 + dx),
-            y: (y0 - dy, y1 + dy),
+            x: ((x0 - dx).max(0.0), x1 + dx),
+            y: ((y0 - dy).max(0.0), y1 + dy),
         }
     }
 
@@ -123,6 +124,7 @@ where
         pts.sort_by(|a, b| a.spec.value().total_cmp(&b.spec.value()));
         draw_group(&mut chart, style, &pts)?;
     }
+    draw_labels(root, &chart, &points)?;
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
@@ -170,18 +172,134 @@ where
             .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, color.filled()));
     }
     draw_error_bars(chart, color, pts)?;
-    chart
-        .draw_series(pts.iter().map(|p| {
-            // The label sits a few pixels right of and above its point.
-            EmptyElement::at((p.kl.mean, p.nelbo.mean))
-                + Text::new(
-                    label(p),
-                    (8, -16),
-                    ("sans-serif", 13).into_font().color(&color),
-                )
-        }))
-        .map_err(plot_err)?;
     Ok(())
+}
+
+/// The label font's size in pixels, and the width of one character at that size (DejaVu
+/// Sans averages about 0.6 of the size; a little more is allowed).
+const LABEL_PX: i32 = 13;
+const CHAR_PX: f64 = 8.0;
+
+/// Every point's label, placed where it overlaps no other label and no marker: beside
+/// its point where there is room, else further away with a thin leader line to it.
+fn draw_labels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &Chart<'_, DB>,
+    points: &[Point],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let anchors: Vec<(i32, i32)> = (points.iter())
+        .map(|p| chart.backend_coord(&(p.kl.mean, p.nelbo.mean)))
+        .collect();
+    let texts: Vec<String> = points.iter().map(label).collect();
+    let sizes: Vec<(i32, i32)> = (texts.iter())
+        .map(|t| ((t.chars().count() as f64 * CHAR_PX) as i32, LABEL_PX + 2))
+        .collect();
+    // Inside the plotting area, off the axes' tick labels.
+    let (xs, ys) = chart.plotting_area().get_pixel_range();
+    let placed = place_labels(&anchors, &sizes, (xs.start, ys.start, xs.end, ys.end));
+    for (((p, text), &(ax, ay)), at) in points.iter().zip(&texts).zip(&anchors).zip(placed) {
+        let (r, g, b) = p.spec.plot_style().color;
+        let color = RGBColor(r, g, b);
+        if at.leader {
+            // From the point to the nearest corner of the label's box.
+            let end = (at.x.clamp(ax.min(at.x), at.x + at.w), at.y + at.h / 2);
+            root.draw(&PathElement::new(vec![(ax, ay), end], color.mix(0.6)))
+                .map_err(plot_err)?;
+        }
+        let font = ("sans-serif", LABEL_PX).into_font().color(&color);
+        root.draw(&Text::new(text.clone(), (at.x, at.y), font))
+            .map_err(plot_err)?;
+    }
+    Ok(())
+}
+
+/// Where a label goes: its box's top-left corner and size in pixels, and whether it is
+/// far enough from its point to need a leader line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Placed {
+    x: i32,
+    y: i32,
+    w: i32,
+    h: i32,
+    leader: bool,
+}
+
+impl Placed {
+    fn overlaps(&self, o: &Placed) -> bool {
+        self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
+    }
+}
+
+/// Places one label of size `sizes[i]` for each point at pixel `anchors[i]` inside the
+/// rectangle `bounds` (left, top, right, bottom): the first of a list of candidate spots, nearest first, whose box
+/// overlaps no label placed before and no point's marker. Labels are placed from the most
+/// crowded point outwards; where every candidate collides, the last, farthest one is
+/// taken (the list reaches far enough that this needs hundreds of points in one place).
+fn place_labels(
+    anchors: &[(i32, i32)],
+    sizes: &[(i32, i32)],
+    bounds: (i32, i32, i32, i32),
+) -> Vec<Placed> {
+    const MARKER: i32 = 7;
+    let markers: Vec<Placed> = (anchors.iter())
+        .map(|&(x, y)| Placed {
+            x: x - MARKER,
+            y: y - MARKER,
+            w: 2 * MARKER,
+            h: 2 * MARKER,
+            leader: false,
+        })
+        .collect();
+    // The most crowded points first: the count of others within 60 pixels.
+    let crowd = |i: usize| {
+        let (x, y) = anchors[i];
+        (anchors.iter())
+            .filter(|&&(u, v)| (u - x).abs() < 60 && (v - y).abs() < 60)
+            .count()
+    };
+    let mut order: Vec<usize> = (0..anchors.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(crowd(i)), anchors[i].0, anchors[i].1));
+    let mut placed: Vec<Option<Placed>> = vec![None; anchors.len()];
+    let mut taken: Vec<Placed> = Vec::new();
+    for i in order {
+        let ((x, y), (w, h)) = (anchors[i], sizes[i]);
+        let mut spots = vec![
+            (x + 8, y - h - 2, false),
+            (x + 8, y + 2, false),
+            (x - 8 - w, y - h - 2, false),
+            (x - 8 - w, y + 2, false),
+        ];
+        for k in 1..=24 {
+            let d = k * (h + 2);
+            for (dx, dy) in [(20, -d), (20, d), (-20 - w, -d), (-20 - w, d)] {
+                spots.push((x + dx, y + dy - h / 2, true));
+            }
+        }
+        let inside = |p: &Placed| {
+            p.x >= bounds.0 && p.y >= bounds.1 && p.x + p.w <= bounds.2 && p.y + p.h <= bounds.3
+        };
+        let candidates: Vec<Placed> = (spots.into_iter())
+            .map(|(x, y, leader)| Placed { x, y, w, h, leader })
+            .collect();
+        let free = |p: &Placed| {
+            inside(p)
+                && !taken.iter().any(|t| t.overlaps(p))
+                && !markers.iter().any(|m| m.overlaps(p))
+        };
+        let at = match candidates.iter().find(|p| free(p)) {
+            Some(p) => *p,
+            None => *candidates.last().expect("candidates"),
+        };
+        taken.push(at);
+        placed[i] = Some(at);
+    }
+    placed
+        .into_iter()
+        .map(|p| p.expect("every label placed"))
+        .collect()
 }
 
 /// The spread over seeds of each point that has several, in both directions.
@@ -330,5 +448,42 @@ mod tests {
             .count();
         let blue = buf.chunks(3).filter(|p| p[2] > 150 && p[0] < 60).count();
         assert!(dark > 1000 && blue > 100, "dark {dark}, blue {blue}");
+    }
+
+    /// A cluster of points a few pixels apart, as the low-KL corner of a sweep's figure
+    /// has: every label gets a box of its own, clear of every marker, inside the canvas.
+    #[test]
+    fn crowded_labels_never_overlap() {
+        let anchors: Vec<(i32, i32)> = (0..12).map(|i| (100 + 3 * i, 300 + 2 * (i % 4))).collect();
+        let sizes: Vec<(i32, i32)> = (0..12).map(|i| (40 + 5 * i, 15)).collect();
+        let placed = place_labels(&anchors, &sizes, (0, 0, 900, 650));
+        for (i, a) in placed.iter().enumerate() {
+            assert!(a.x >= 0 && a.y >= 0 && a.x + a.w <= 900 && a.y + a.h <= 650);
+            for b in &placed[i + 1..] {
+                assert!(!a.overlaps(b), "{a:?} overlaps {b:?}");
+            }
+            for &(x, y) in &anchors {
+                let marker = Placed {
+                    x: x - 7,
+                    y: y - 7,
+                    w: 14,
+                    h: 14,
+                    leader: false,
+                };
+                assert!(!a.overlaps(&marker), "{a:?} covers the point at {x},{y}");
+            }
+        }
+        // A lone point keeps its label beside it, without a leader line.
+        let lone = place_labels(&[(400, 300)], &[(50, 15)], (0, 0, 900, 650));
+        assert_eq!(
+            lone[0],
+            Placed {
+                x: 408,
+                y: 283,
+                w: 50,
+                h: 15,
+                leader: false
+            }
+        );
     }
 }

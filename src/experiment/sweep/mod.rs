@@ -49,10 +49,25 @@ pub fn run(plan: SweepPlan) -> Result<()> {
     // One sweep per directory, for as long as this process lives.
     let _lock = crate::io::lock::DirLock::acquire(&plan.out, "sweep")?;
     plan::check_saved_settings(&plan, &runs)?;
+    if plan.tensorboard {
+        hparams_experiment(&plan.out)?;
+    }
     // Every run of the directory, this sweep's and earlier ones', for results.csv.
     let recorded = members::record(&plan.out, &plan.members)?;
     match &plan.slurm {
         Some(options) => cluster::submit(&plan, &runs, &recorded, options),
         None => local::run(&plan, &runs, &recorded),
     }
+}
+
+/// The sweep's own TensorBoard file, once: the experiment of the HParams tab, which sets
+/// each run's bottleneck, strength, seed, image size and preset (written by the run) against
+/// its test negative ELBO and KL, for `tensorboard --logdir` on the sweep's directory.
+fn hparams_experiment(out: &std::path::Path) -> Result<()> {
+    use crate::training::board::{HPARAM_KINDS, HPARAM_METRICS, event_files};
+    if !event_files(&crate::io::run_dir::RunDir::new(out))?.is_empty() {
+        return Ok(());
+    }
+    let mut writer = crate::io::tensorboard::EventWriter::create(out)?;
+    writer.hparams_experiment(&HPARAM_KINDS, &HPARAM_METRICS)
 }
