@@ -321,6 +321,22 @@ fn eval_reproduces_the_last_logged_test_figure_and_the_run_refuses_overwrites() 
     assert_eq!(report["images"].as_u64().unwrap(), 12);
     assert!(report["gd_bound"]["total_bits_per_pixel"].as_f64().unwrap() > 0.0);
     assert!(run.join("eval.json").exists());
+    // Where eval.json cannot be written (here a folder in its place, which stops root
+    // too), the figures are printed all the same and the error says so.
+    std::fs::remove_file(run.join("eval.json")).unwrap();
+    std::fs::create_dir_all(run.join("eval.json/blocked")).unwrap();
+    let blocked = ibvae()
+        .args(["eval", "--threads", "1", "--run", run_s])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&blocked.stdout),
+        String::from_utf8_lossy(&blocked.stderr),
+    );
+    assert_eq!(blocked.status.code(), Some(1), "{stderr}");
+    assert!(stdout.contains(&format!("{logged:.4}")), "{stdout}");
+    assert!(stderr.contains("could not be saved"), "{stderr}");
+    std::fs::remove_dir_all(run.join("eval.json")).unwrap();
 
     // The same directory again: refused, nothing changed.
     let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();

@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use crate::config::{ExperimentConfig, Overrides};
 use crate::engine::{Precision, Runtime};
 use crate::error::{Error, Result};
-use crate::io::data;
+use crate::io::data::{self, Dataset};
 use crate::io::lock::DirLock;
 use crate::io::run_dir::RunDir;
 use crate::model::bottleneck::BottleneckSpec;
-use crate::model::hybrid::Hybrid;
 use crate::training::trainer::{Session, StartMode, prepare_run};
 
 /// What `ibvae train` was asked to do.
@@ -50,33 +49,7 @@ pub fn run(args: TrainRequest) -> Result<()> {
             run.path.display()
         )));
     }
-    let saved = match start {
-        StartMode::Resume => Some(run.read_config()?),
-        _ => None,
-    };
-    let (config, data) = match saved {
-        // Resuming a run with no flags continues it exactly as configured.
-        Some(config) if !args.overrides.any() && args.data.is_none() => {
-            let data = data::load_sized(&config.train.data, config.train.image_size)?;
-            (config, data)
-        }
-        _ => {
-            // With flags, the saved run's data stays the default, so that what differs
-            // from the saved config is what the flags changed.
-            let dir = (args.data.clone())
-                .or(saved.map(|c| c.train.data))
-                .unwrap_or_else(data::default_data_dir);
-            let data = data::load_sized(&dir, args.overrides.image_size)?;
-            let config = ExperimentConfig::resolve(
-                args.preset,
-                args.bottleneck,
-                dir,
-                (data.test.channels, data.test.height),
-                &args.overrides,
-            )?;
-            (config, data)
-        }
-    };
+    let (config, data) = config_and_data(&args, &run)?;
     // A schedule too long to count is refused before anything is written.
     config.train.total_steps(data.train.len())?;
     // So is one that cannot fit in memory.
@@ -94,7 +67,7 @@ pub fn run(args: TrainRequest) -> Result<()> {
         run.path.display(),
         config.preset,
         config.model.bottleneck,
-        Hybrid::new(&config.model, crate::engine::cpu())?.num_params(),
+        crate::model::size::param_count(&config.model),
         n_train,
         data.test.len(),
         config.train.total_steps(n_train)?,
@@ -138,4 +111,34 @@ pub fn run(args: TrainRequest) -> Result<()> {
     }
     crate::logln!("run directory: {}", run.path.display());
     Ok(())
+}
+
+/// The run's config and data: the saved config when resuming without flags, else the
+/// one the flags resolve to (resuming with flags, the saved run's data stays the
+/// default, so that what differs from the saved config is what the flags changed).
+fn config_and_data(args: &TrainRequest, run: &RunDir) -> Result<(ExperimentConfig, Dataset)> {
+    let saved = match args.start {
+        StartMode::Resume => Some(run.read_config()?),
+        _ => None,
+    };
+    match saved {
+        Some(config) if !args.overrides.any() && args.data.is_none() => {
+            let data = data::load_sized(&config.train.data, config.train.image_size)?;
+            Ok((config, data))
+        }
+        _ => {
+            let dir = (args.data.clone())
+                .or(saved.map(|c| c.train.data))
+                .unwrap_or_else(data::default_data_dir);
+            let data = data::load_sized(&dir, args.overrides.image_size)?;
+            let config = ExperimentConfig::resolve(
+                args.preset,
+                args.bottleneck,
+                dir,
+                (data.test.channels, data.test.height),
+                &args.overrides,
+            )?;
+            Ok((config, data))
+        }
+    }
 }

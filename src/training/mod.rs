@@ -9,6 +9,7 @@ pub mod optim;
 pub mod restore;
 pub mod sample;
 pub mod step;
+pub(crate) mod tester;
 pub mod trainer;
 
 use tch::Device;

@@ -21,13 +21,13 @@ use crate::error::{Error, Result};
 use crate::io::checkpoint::{EpochSums, TrainState};
 use crate::io::data::{Batches, Dataset, images_to_tensor};
 use crate::io::run_dir::RunDir;
-use crate::model::hybrid::Hybrid;
 use crate::training::board::Board;
-use crate::training::evaluate::{EvalOptions, EvalReport, evaluate_until};
+use crate::training::evaluate::EvalReport;
 use crate::training::log::{MetricsLine, Progress, TrainFigures};
 use crate::training::optim::{all_finite, exponential_lr};
 use crate::training::restore;
 use crate::training::step::{Learner, NonFiniteLoss, StepTerms};
+use crate::training::tester::Tester;
 
 /// How `train` was asked to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,29 +146,11 @@ pub fn train(
             false => None,
         },
     };
-    let (mut last_eval, mut last_checkpoint, mut session_steps) = (None, Instant::now(), 0u64);
-    // ---- the untrained model's test figure, once, with a checkpoint so it is not redone
-    if tc.eval_first && state.step == 0 && state.best_test_nelbo_bpd.is_none() {
-        let Some(report) = io.test(&mut learner, &mut state, None)? else {
-            // Stopped during it: nothing to save, the next session does it again.
-            return Ok(outcome(state, None, true));
-        };
-        last_eval = Some(report);
-        io.save(&learner, &state, 0)?;
-    }
-    // ---- the evaluation a stop request cut short, done before the next step
-    if state.pending_eval {
-        let at = Cadence::after(state.step, &schedule, tc);
-        let Some(report) = io.test(&mut learner, &mut state, Some(at))? else {
-            return Ok(outcome(state, last_eval, true));
-        };
-        last_eval = Some(report);
-        state.pending_eval = false;
-        if at.epoch_end {
-            state.epoch_sums = EpochSums::default();
-        }
-        io.save(&learner, &state, at.epoch)?;
-    }
+    let (mut last_checkpoint, mut session_steps) = (Instant::now(), 0u64);
+    // ---- the evaluations owed before the first step
+    let Some(mut last_eval) = io.catch_up(&mut learner, &mut state, &schedule)? else {
+        return Ok(outcome(state, None, true));
+    };
     // ---- the loop
     while state.step < total {
         let (step, epoch) = (state.step, state.step / schedule.steps_per_epoch);
@@ -256,6 +238,41 @@ struct RunIo<'a> {
 }
 
 impl RunIo<'_> {
+    /// The evaluations owed before the next step: the untrained model's (with
+    /// `--eval-first`), and the one a stop request cut short in the last session, each
+    /// followed by a checkpoint so that it is done once. `None` when a stop request cuts
+    /// one short again; else the last report, if there was one.
+    fn catch_up(
+        &mut self,
+        learner: &mut Learner,
+        state: &mut TrainState,
+        schedule: &Schedule,
+    ) -> Result<Option<Option<EvalReport>>> {
+        let tc = &self.config.train;
+        let mut last = None;
+        if tc.eval_first && state.step == 0 && state.best_test_nelbo_bpd.is_none() {
+            // Stopped during it: nothing to save, the next session does it again.
+            let Some(report) = self.test(learner, state, None)? else {
+                return Ok(None);
+            };
+            last = Some(report);
+            self.save(learner, state, 0)?;
+        }
+        if state.pending_eval {
+            let at = Cadence::after(state.step, schedule, tc);
+            let Some(report) = self.test(learner, state, Some(at))? else {
+                return Ok(None);
+            };
+            last = Some(report);
+            state.pending_eval = false;
+            if at.epoch_end {
+                state.epoch_sums = EpochSums::default();
+            }
+            self.save(learner, state, at.epoch)?;
+        }
+        Ok(Some(last))
+    }
+
     /// Evaluates on the test set, logs it, keeps the best figure in `state` and appends
     /// the metrics line: after the step `at`, or for the untrained model when `None`.
     fn test(
@@ -415,89 +432,6 @@ impl EpochSums {
         self.images += batch.images as u64;
         self.terms.add(&batch.sums);
         self.seconds += seconds;
-    }
-}
-
-/// The test evaluation during training, in float32 whatever the training precision (so
-/// that `ibvae eval` reproduces it): on the Polyak average when there is one, on the
-/// first `eval_images` test images, with the run's seed for the `z` draws.
-struct Tester<'a> {
-    data: &'a Dataset,
-    options: EvalOptions,
-    training_precision: Precision,
-    /// The model the average is evaluated in (made at the first evaluation).
-    average: Option<Hybrid>,
-    /// Set by a stop request, which an evaluation answers within one batch.
-    stop: Arc<AtomicBool>,
-}
-
-impl<'a> Tester<'a> {
-    fn new(
-        data: &'a Dataset,
-        tc: &TrainConfig,
-        training_precision: Precision,
-        stop: Arc<AtomicBool>,
-    ) -> Self {
-        let options = EvalOptions {
-            limit: tc.eval_images,
-            batch: tc.eval_batch,
-            seed: tc.seed,
-            iw_samples: 1,
-        };
-        Self {
-            data,
-            options,
-            training_precision,
-            average: None,
-            stop,
-        }
-    }
-
-    /// The grids of samples and reconstructions of the model (or its average) at `step`.
-    fn draw(
-        &mut self,
-        learner: &mut Learner,
-        board: &mut Board,
-        step: u64,
-        seed: u64,
-    ) -> Result<()> {
-        let test = &self.data.test.pixels;
-        let model = &mut learner.model;
-        let Some(ema) = &learner.ema else {
-            model.set_precision(Precision::F32);
-            let drawn = board.drawings(step, model, test, seed);
-            model.set_precision(self.training_precision);
-            return drawn;
-        };
-        if self.average.is_none() {
-            self.average = Some(Hybrid::new(&model.config, model.device())?);
-        }
-        let average = self.average.as_ref().expect("made above");
-        ema.copy_to(average.params());
-        board.drawings(step, average, test, seed)
-    }
-
-    /// The test figures of the model (or its average), or `None` when a stop request
-    /// cut the evaluation short.
-    fn report(&mut self, learner: &mut Learner) -> Result<Option<EvalReport>> {
-        let model = &mut learner.model;
-        let Some(ema) = &learner.ema else {
-            model.set_precision(Precision::F32);
-            let report = evaluate_until(model, &self.data.test, self.options, &self.stop);
-            model.set_precision(self.training_precision);
-            return Ok(report);
-        };
-        if self.average.is_none() {
-            self.average = Some(Hybrid::new(&model.config, model.device())?);
-        }
-        let average = self.average.as_ref().expect("made above");
-        ema.copy_to(average.params());
-        Ok(evaluate_until(
-            average,
-            &self.data.test,
-            self.options,
-            &self.stop,
-        ))
     }
 }
 
