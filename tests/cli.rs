@@ -1351,6 +1351,11 @@ fn lock_pid(dir: &Path) -> u32 {
     text.split_whitespace().next().unwrap().parse().unwrap()
 }
 
+/// The process that holds the lock of `dir`, if one does.
+fn lock_holder(dir: &Path) -> Option<u32> {
+    ibvae::io::lock::holder(dir).map(|h| h.pid)
+}
+
 /// Whether process `pid` still runs (and is not a zombie).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
@@ -1450,6 +1455,9 @@ fn a_sweep_directory_has_one_sweep_whose_children_stop_with_it() {
     wait_for(&run.join("checkpoint.safetensors"));
     let child = lock_pid(&run);
     assert!(alive(child));
+    let status = run_ok(&["sweep", "--out", out_s, "--status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains(&format!("running ({child})")), "{status}");
     let err = run_err(&sweep_tiny(["0.2", "", ""], data, out_s, &long));
     assert!(
         err.contains(&format!("in use by process {} (ibvae sweep)", sweep.id())),
@@ -1466,6 +1474,30 @@ fn a_sweep_directory_has_one_sweep_whose_children_stop_with_it() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Resumed, then SIGTERM to the sweep alone: it passes the stop on, its child saves
+    // a checkpoint, and the sweep exits with the code of a stop (3).
+    let mut sweep = ibvae()
+        .args(sweep_tiny(["0.2", "", ""], data, out_s, &long))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while lock_holder(&run).is_none_or(|pid| pid == child) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the run did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = lock_pid(&run);
+    let status = Command::new("kill")
+        .args(["-TERM", &sweep.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(sweep.wait().unwrap().code(), Some(3));
+    assert!(!alive(second), "the sweep's child outlived it");
     // A rerun with other settings is refused and names them; --force starts over.
     let short = ["--steps", "4", "--threads", "1"];
     let err = run_err(&sweep_tiny(["0.2", "", ""], data, out_s, &short));

@@ -26,13 +26,15 @@ pub fn run(plan: &SweepPlan, runs: &[PlannedRun], recorded: &[Member]) -> Result
         plan,
         recorded,
         threads: plan.threads.unwrap_or((cores / plan.jobs).max(1)),
-        // The children get the same Ctrl-C (or SIGTERM to the process group),
-        // checkpoint and exit; the sweep starts no more of them and waits.
+        // Ctrl-C, SIGTERM, SIGUSR1 or SIGHUP: the sweep starts no more children and
+        // passes the stop on to those that run (each in a process group of its own,
+        // so that it gets the stop once); they checkpoint and exit, and the sweep waits.
         stop: crate::signals::stop_flag()?,
         queue: unfinished(plan, runs),
         waiting: Vec::new(),
         running: Vec::new(),
         failures: Vec::new(),
+        passed_on: false,
     };
     loop {
         sweep.start_next()?;
@@ -40,6 +42,7 @@ pub fn run(plan: &SweepPlan, runs: &[PlannedRun], recorded: &[Member]) -> Result
             break;
         }
         std::thread::sleep(POLL);
+        sweep.pass_on_stop();
         sweep.reap()?;
         sweep.unblock();
     }
@@ -91,11 +94,31 @@ struct LocalSweep<'a> {
     running: Vec<Running<'a>>,
     /// The names of the members whose child failed.
     failures: Vec<String>,
+    /// The stop was passed on to the children.
+    passed_on: bool,
 }
 
 impl<'a> LocalSweep<'a> {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Once the sweep is told to stop, tells its children too (SIGTERM: each saves a
+    /// checkpoint and exits), for a signal that reached the sweep alone (`kill PID`)
+    /// rather than its whole process group (Ctrl-C).
+    fn pass_on_stop(&mut self) {
+        if !self.stopped() || self.passed_on {
+            return;
+        }
+        self.passed_on = true;
+        #[cfg(unix)]
+        for r in &self.running {
+            // SAFETY: kill(2) on the id of a child this process started and has not
+            // reaped, so the id cannot have been reused.
+            unsafe {
+                libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
     }
 
     /// The directory of the run of `member`.
@@ -281,6 +304,10 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
         .at(log)?;
     let err = file.try_clone().at(log)?;
     die_with_parent(&mut cmd);
+    // A process group of its own: the terminal's Ctrl-C reaches the sweep alone, which
+    // passes it on once (a second stop signal would make a run quit without saving).
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err))

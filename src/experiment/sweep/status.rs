@@ -17,6 +17,8 @@ enum RunState {
     Done,
     /// Its SLURM task, as SLURM lists it.
     AtSlurm(TaskState),
+    /// Training or evaluating here, in the process that holds its directory's lock.
+    Running(u32),
     /// A checkpoint, and nothing that continues it.
     Stopped,
     NotStarted,
@@ -27,18 +29,20 @@ impl fmt::Display for RunState {
         match self {
             Self::Done => f.write_str("done"),
             Self::AtSlurm(task) => task.fmt(f),
+            Self::Running(pid) => write!(f, "running ({pid})"),
             Self::Stopped => f.write_str("stopped"),
             Self::NotStarted => f.write_str("not started"),
         }
     }
 }
 
-/// One line per member: done, queued or running at SLURM, stopped or not started, its
+/// One line per member: done, queued or running at SLURM, running here (with the process
+/// id), stopped or not started, its
 /// step and its last test figure; then `results.csv` refreshed.
 pub fn show(out: &Path, members: &[Member]) -> Result<()> {
     let tasks = slurm::task_states(out);
     crate::outln!(
-        "{:<12} {:<12} {:>8}  last test -ELBO (bits/dim)",
+        "{:<12} {:<16} {:>8}  last test -ELBO (bits/dim)",
         "run",
         "state",
         "step"
@@ -50,6 +54,8 @@ pub fn show(out: &Path, members: &[Member]) -> Result<()> {
             RunState::Done
         } else if let Some(task) = tasks.get(&index) {
             RunState::AtSlurm(task.clone())
+        } else if let Some(holder) = crate::io::lock::holder(&run.path) {
+            RunState::Running(holder.pid)
         } else if saved.is_some() {
             RunState::Stopped
         } else {
@@ -62,7 +68,7 @@ pub fn show(out: &Path, members: &[Member]) -> Result<()> {
             .and_then(|m| m.last()?["test"]["nelbo_bpd"].as_f64())
             .map_or("-".to_string(), |v| format!("{v:.4}"));
         crate::outln!(
-            "{:<12} {:<12} {step:>8}  {last_test}",
+            "{:<12} {:<16} {step:>8}  {last_test}",
             m.name,
             state.to_string()
         )?;
