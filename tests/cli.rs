@@ -1698,6 +1698,15 @@ fn tensorboard_event_files_mirror_metrics_and_a_resume_adds_no_duplicate() {
     }
     assert_eq!(metrics(&cut), metrics(&whole));
 
+    // --force starts over without the old run's files.
+    run_ok(&train_tiny(
+        data,
+        whole.to_str().unwrap(),
+        &["--steps", "1", "--threads", "1", "--force"],
+    ));
+    let fresh = board_values(&whole);
+    assert_eq!(series(&fresh, "test/nelbo_bpd").len(), 1);
+    assert_eq!(fresh.iter().filter(|(t, _, _)| t == "config").count(), 1);
     // --no-tensorboard writes none.
     let quiet = tmp.path().join("quiet");
     let mut a = args(&quiet);
@@ -1709,4 +1718,38 @@ fn tensorboard_event_files_mirror_metrics_and_a_resume_adds_no_duplicate() {
             .to_string_lossy()
             .contains("tfevents")
     }));
+}
+
+/// Started under `nohup` (SIGHUP ignored), a run ignores the hang-up and keeps training;
+/// a SIGTERM still stops it with a checkpoint.
+#[cfg(unix)]
+#[test]
+fn a_run_started_under_nohup_ignores_the_hang_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mini_cifar(tmp.path());
+    let run = tmp.path().join("r");
+    let script = "trap '' HUP; exec \"$0\" train --preset tiny --data \"$1\" --run \"$2\" \
+                  --steps 100000 --threads 1 --checkpoint-minutes 0 --no-tensorboard";
+    let mut child = Command::new("bash")
+        .args(["-c", script, env!("CARGO_BIN_EXE_ibvae")])
+        .arg(&data)
+        .arg(&run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&run.join("checkpoint.safetensors"));
+    let pid = child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-HUP");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the hang-up stopped the run"
+    );
+    signal("-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
 }

@@ -75,4 +75,24 @@ fn an_evaluation_cut_short_by_a_stop_is_done_on_resume() {
     };
     assert_eq!(untimed(&whole).len(), 4);
     assert_eq!(untimed(&whole), untimed(&cut));
+
+    // A stop during the run's last evaluation: not finished until it is done.
+    let mut one = config.clone();
+    one.train.steps = Some(1);
+    let (short, last) = (
+        RunDir::new(tmp.path().join("short")),
+        RunDir::new(tmp.path().join("last")),
+    );
+    prepare_run(&short, one.clone(), StartMode::New).unwrap();
+    trainer::train(&short, &one, &data, &session(false)).unwrap();
+    prepare_run(&last, one.clone(), StartMode::New).unwrap();
+    let out = trainer::train(&last, &one, &data, &session(true)).unwrap();
+    assert!(out.interrupted && !out.state.finished && out.state.pending_eval);
+    let saved = last.saved_state().unwrap().unwrap();
+    assert!(!saved.finished && saved.pending_eval);
+    let out = trainer::train(&last, &one, &data, &session(false)).unwrap();
+    assert!(!out.interrupted && out.state.finished && out.last_eval.is_some());
+    assert!(last.saved_state().unwrap().unwrap().finished);
+    assert_eq!(untimed(&short).len(), 1);
+    assert_eq!(untimed(&short), untimed(&last));
 }

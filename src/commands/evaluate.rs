@@ -38,28 +38,40 @@ pub fn run(args: EvalRequest) -> Result<()> {
     let report = crate::training::evaluate::evaluate(&model, &data.test, options);
     let run = RunDir::new(&args.run);
     let text = serde_json::to_string_pretty(&report).expect("reports serialise");
-    // The figures are printed first: a run directory that cannot be written loses none.
-    if args.json {
-        crate::outln!("{text}")?;
-    } else {
-        crate::outln!(
-            "run {} ({}, {})",
-            args.run.display(),
-            config.preset,
-            config.model.bottleneck
-        )?;
-        for line in report.lines(&config.model.bottleneck) {
-            crate::outln!("{line}")?;
-        }
-    }
+    // The figures are printed first, and saved whether or not they could be printed:
+    // neither a run directory that cannot be written nor a closed output loses them.
+    let printed = print_report(&args, &config, &report, &text);
     crate::io::fsutil::write_atomic_str(&run.eval_path(), &(text + "\n")).map_err(|e| {
         Error::Checkpoint(format!(
             "the evaluation above could not be saved: {e}; it is printed in full, and \
              `ibvae eval --json` writes it as JSON"
         ))
     })?;
+    printed?;
     if !args.json {
         crate::outln!("wrote {}", run.eval_path().display())?;
+    }
+    Ok(())
+}
+
+/// The report on stdout: as JSON (`text`), or as lines under the run's name.
+fn print_report(
+    args: &EvalRequest,
+    config: &crate::config::ExperimentConfig,
+    report: &crate::training::evaluate::EvalReport,
+    text: &str,
+) -> Result<()> {
+    if args.json {
+        return crate::outln!("{text}");
+    }
+    crate::outln!(
+        "run {} ({}, {})",
+        args.run.display(),
+        config.preset,
+        config.model.bottleneck
+    )?;
+    for line in report.lines(&config.model.bottleneck) {
+        crate::outln!("{line}")?;
     }
     Ok(())
 }

@@ -204,8 +204,8 @@ where
         let (r, g, b) = p.spec.plot_style().color;
         let color = RGBColor(r, g, b);
         if at.leader {
-            // From the point to the nearest corner of the label's box.
-            let end = (at.x.clamp(ax.min(at.x), at.x + at.w), at.y + at.h / 2);
+            // From the point to the nearest point of the label's middle line.
+            let end = (ax.clamp(at.x, at.x + at.w), at.y + at.h / 2);
             root.draw(&PathElement::new(vec![(ax, ay), end], color.mix(0.6)))
                 .map_err(plot_err)?;
         }

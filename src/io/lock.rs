@@ -29,7 +29,10 @@ pub struct Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "process {} (ibvae {})", self.pid, self.role)
+        match self.pid {
+            0 => write!(f, "another process"),
+            pid => write!(f, "process {pid} (ibvae {})", self.role),
+        }
     }
 }
 
@@ -40,7 +43,7 @@ impl DirLock {
         std::fs::create_dir_all(dir).at(dir)?;
         let path = dir.join(LOCK_FILE);
         let mut file = open(&path)?;
-        match file.try_lock() {
+        match try_lock_patiently(&file) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let holder = read_holder(&mut file);
@@ -76,13 +79,28 @@ pub fn holder(dir: &Path) -> Option<Holder> {
         return None;
     }
     let mut file = open(&path).ok()?;
-    match file.try_lock() {
+    // A shared lock: it conflicts with an owner's, not with another look like this one.
+    match file.try_lock_shared() {
         Ok(()) => None,
         Err(TryLockError::WouldBlock) => read_holder(&mut file).or(Some(Holder {
             pid: 0,
             role: "unknown".into(),
         })),
         Err(TryLockError::Error(_)) => None,
+    }
+}
+
+/// Takes the exclusive lock, trying again for a second while it is held: a [`holder`]
+/// look holds it (shared) for a moment, and must not make an owner fail.
+fn try_lock_patiently(file: &File) -> std::result::Result<(), TryLockError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -128,15 +128,27 @@ impl RunDir {
         Ok(())
     }
 
-    /// Removes everything a run wrote (for `--force`).
+    /// Removes everything a run wrote (for `--force`), its TensorBoard files included.
     pub fn clear(&self) -> Result<()> {
+        let boards: Vec<PathBuf> = match std::fs::read_dir(&self.path) {
+            Ok(entries) => (entries.filter_map(|e| e.ok().map(|e| e.path())))
+                .filter(|p| {
+                    (p.file_name().and_then(|n| n.to_str()))
+                        .is_some_and(|n| n.starts_with("events.out.tfevents."))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         for p in [
             self.checkpoint_path(),
             self.previous_checkpoint_path(),
             self.metrics_path(),
             self.eval_path(),
             self.config_path(),
-        ] {
+        ]
+        .into_iter()
+        .chain(boards)
+        {
             if p.exists() {
                 std::fs::remove_file(&p).at(&p)?;
             }

@@ -132,7 +132,8 @@ pub fn train(
         last_eval,
         interrupted,
     };
-    if state.step >= total {
+    // Done, unless the last evaluation is still owed.
+    if state.step >= total && !state.pending_eval {
         state.finished = true;
         return Ok(outcome(state, None, false));
     }
@@ -181,7 +182,9 @@ pub fn train(
         if epoch_end && !state.pending_eval {
             state.epoch_sums = EpochSums::default();
         }
-        state.finished = state.step == total;
+        // Not finished while an evaluation is owed: a stop during the last one leaves the
+        // run to be resumed for it.
+        state.finished = state.step == total && !state.pending_eval;
         let stop = session.stop.load(Ordering::SeqCst)
             || session
                 .max_session_steps
@@ -268,6 +271,7 @@ impl RunIo<'_> {
             if at.epoch_end {
                 state.epoch_sums = EpochSums::default();
             }
+            state.finished = state.step >= schedule.total_steps;
             self.save(learner, state, at.epoch)?;
         }
         Ok(Some(last))

@@ -103,9 +103,9 @@ impl<'a> LocalSweep<'a> {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Once the sweep is told to stop, tells its children too (SIGTERM: each saves a
-    /// checkpoint and exits), for a signal that reached the sweep alone (`kill PID`)
-    /// rather than its whole process group (Ctrl-C).
+    /// Once the sweep is told to stop, tells its children too (with
+    /// `signals::PASSED_ON`: each saves a checkpoint and exits, even when it got the
+    /// user's signal as well, as from `pkill ibvae`).
     fn pass_on_stop(&mut self) {
         if !self.stopped() || self.passed_on {
             return;
@@ -116,7 +116,7 @@ impl<'a> LocalSweep<'a> {
             // SAFETY: kill(2) on the id of a child this process started and has not
             // reaped, so the id cannot have been reused.
             unsafe {
-                libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM);
+                libc::kill(r.child.id() as libc::pid_t, crate::signals::PASSED_ON);
             }
         }
     }
@@ -173,8 +173,9 @@ impl<'a> LocalSweep<'a> {
                     let done = self.running.remove(i);
                     if status.success() {
                         self.next_phase(done.run, done.phase)?;
-                    } else if status.code() == Some(exit::INTERRUPTED) {
-                        // Stopped with a checkpoint (the sweep's own Ctrl-C): resumable.
+                    } else if status.code() == Some(exit::INTERRUPTED) || self.stopped() {
+                        // Stopped with a checkpoint, or an evaluation stopped with the
+                        // sweep: resumable, done again by the next run of the sweep.
                     } else {
                         let log = self.run_path(&done.run.member).join("train.log");
                         crate::logln!(
@@ -269,6 +270,14 @@ impl<'a> LocalSweep<'a> {
             results::path(out).display(),
             rows.len()
         );
+        let done = results::collect(out, &self.plan.members).len();
+        if self.failures.is_empty() && done < planned {
+            // A run stopped on its own (a signal to it alone): resumable, not done.
+            return Err(Error::Interrupted(format!(
+                "{done} of {planned} runs finished, the others stopped with a checkpoint; \
+                 run the same command again to resume them"
+            )));
+        }
         if !self.failures.is_empty() {
             return Err(Error::Training(format!(
                 "{} run(s) failed: {}; their train.log says why; fix and run the sweep again \
@@ -320,7 +329,8 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
         })
 }
 
-/// Has the child stopped (SIGTERM: it saves a checkpoint and exits) when the sweep dies,
+/// Has the child stopped (`signals::PASSED_ON`: it saves a checkpoint and exits) when
+/// the sweep dies,
 /// however it dies, so that no orphan trains on beside a rerun of the sweep.
 #[cfg(target_os = "linux")]
 fn die_with_parent(cmd: &mut Command) {
@@ -330,7 +340,7 @@ fn die_with_parent(cmd: &mut Command) {
     // async-signal-safe functions (prctl, getppid).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, crate::signals::PASSED_ON) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The sweep died before the call above: do not start.
