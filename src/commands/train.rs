@@ -84,8 +84,13 @@ pub fn run(args: TrainRequest) -> Result<()> {
     };
     let outcome = crate::training::trainer::train(&run, &config, &data, &session)?;
     if outcome.interrupted {
+        // Stopped during the untrained model's evaluation, before any checkpoint.
+        let saved = match run.has_checkpoint() {
+            true => "with a checkpoint",
+            false => "before its first checkpoint",
+        };
         return Err(Error::Interrupted(format!(
-            "stopped at step {} with a checkpoint; resume with: ibvae train --run {} --resume",
+            "stopped at step {} {saved}; resume with: ibvae train --run {} --resume",
             outcome.state.step,
             run.path.display()
         )));
