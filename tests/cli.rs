@@ -240,12 +240,22 @@ fn interrupted_runs_resume_exactly() {
 fn interrupt_and_resume(data: &str, run: &Path, signal: &str) {
     let mut args = train_args(data, run.to_str().unwrap());
     args.extend(["--checkpoint-minutes", "0"]);
-    let mut child = ibvae()
-        .args(&args)
+    let mut cmd = ibvae();
+    cmd.args(&args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    // SIGHUP as a terminal delivers it, whatever this test inherited (a `nohup` above it
+    // would leave it ignored, and the run would rightly ignore it too).
+    #[cfg(unix)]
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: signal(2) is async-signal-safe; it runs in the child before exec.
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     let t0 = Instant::now();
     while !run.join("checkpoint.safetensors").exists() {
         assert!(
