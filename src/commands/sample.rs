@@ -124,11 +124,8 @@ pub fn reconstruct(args: ReconstructRequest) -> Result<()> {
     bar.finish_and_clear();
     // One row per image: the original, then its reconstructions.
     let plane = m.image_channels * m.image_size * m.image_size;
-    let mut cells = Vec::with_capacity(n * (args.samples + 1) * plane);
-    for i in 0..n {
-        cells.extend_from_slice(&originals[i * plane..(i + 1) * plane]);
-        cells.extend_from_slice(&recon[i * args.samples * plane..(i + 1) * args.samples * plane]);
-    }
+    let cells =
+        crate::training::sample::beside_reconstructions(&originals, &recon, n, args.samples, plane);
     let cols = args.samples + 1;
     let (w, h, rgb) =
         crate::io::image::grid(&cells, n * cols, m.image_channels, m.image_size, cols, 2);

@@ -79,19 +79,13 @@ pub fn draw(curves: &[Curve], out: &Path) -> Result<()> {
     if curves.is_empty() {
         return Err(Error::Config("no runs to draw curves of".into()));
     }
-    crate::experiment::plot::register_font()?;
-    let (w, h) = (900u32, 900u32);
-    {
-        let svg = out.join("curves.svg");
-        let root = SVGBackend::new(&svg, (w, h)).into_drawing_area();
-        draw_on(&root, curves)?;
-    }
-    let mut rgb = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-        draw_on(&root, curves)?;
-    }
-    crate::io::image::write_png(&out.join("curves.png"), w as usize, h as usize, &rgb, 1)
+    crate::experiment::plot::write_figure(
+        out,
+        "curves",
+        (900, 900),
+        |root| draw_on(root, curves),
+        |root| draw_on(root, curves),
+    )
 }
 
 fn draw_on<DB: DrawingBackend>(

@@ -19,7 +19,7 @@ use crate::model::bottleneck::PlotStyle;
 /// that PNG text renders on machines without system fonts.
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
-pub(crate) fn register_font() -> Result<()> {
+fn register_font() -> Result<()> {
     // Registering twice is harmless; a failure means the embedded file is broken.
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| Error::Config("the embedded font could not be read".into()))
@@ -333,19 +333,33 @@ pub fn tradeoff(rows: &[ResultRow], out: &Path, title: &str) -> Result<()> {
     if rows.is_empty() {
         return Err(Error::Data("results.csv has no runs to plot".into()));
     }
+    write_figure(
+        out,
+        "tradeoff",
+        (900, 650),
+        |root| draw_tradeoff(root, rows, title),
+        |root| draw_tradeoff(root, rows, title),
+    )
+}
+
+/// Writes `<stem>.svg` and `<stem>.png` into `out`, the figure of `w` x `h` pixels drawn
+/// by `svg` and by `png` (one drawing function, given each backend).
+pub(crate) fn write_figure(
+    out: &Path,
+    stem: &str,
+    (w, h): (u32, u32),
+    svg: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>,
+    png: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
     register_font()?;
-    let (w, h) = (900u32, 650u32);
     {
-        let svg = out.join("tradeoff.svg");
-        let root = SVGBackend::new(&svg, (w, h)).into_drawing_area();
-        draw_tradeoff(&root, rows, title)?;
+        let path = out.join(format!("{stem}.svg"));
+        svg(&SVGBackend::new(&path, (w, h)).into_drawing_area())?;
     }
     let mut rgb = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-        draw_tradeoff(&root, rows, title)?;
-    }
-    crate::io::image::write_png(&out.join("tradeoff.png"), w as usize, h as usize, &rgb, 1)
+    png(&BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area())?;
+    let path = out.join(format!("{stem}.png"));
+    crate::io::image::write_png(&path, w as usize, h as usize, &rgb, 1)
 }
 
 /// A labelled panel: one row of sample images per entry, the label on its left.

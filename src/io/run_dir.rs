@@ -128,27 +128,33 @@ impl RunDir {
         Ok(())
     }
 
+    /// The run's TensorBoard event files, in the order of their names.
+    pub fn event_files(&self) -> Result<Vec<PathBuf>> {
+        let entries = match std::fs::read_dir(&self.path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.path, e)),
+        };
+        let mut files: Vec<PathBuf> = (entries.filter_map(|e| e.ok().map(|e| e.path())))
+            .filter(|p| {
+                (p.file_name().and_then(|n| n.to_str()))
+                    .is_some_and(|n| n.starts_with(crate::io::tensorboard::FILE_PREFIX))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
     /// Removes everything a run wrote (for `--force`), its TensorBoard files included.
     pub fn clear(&self) -> Result<()> {
-        let boards: Vec<PathBuf> = match std::fs::read_dir(&self.path) {
-            Ok(entries) => (entries.filter_map(|e| e.ok().map(|e| e.path())))
-                .filter(|p| {
-                    (p.file_name().and_then(|n| n.to_str()))
-                        .is_some_and(|n| n.starts_with("events.out.tfevents."))
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        for p in [
+        let written = [
             self.checkpoint_path(),
             self.previous_checkpoint_path(),
             self.metrics_path(),
             self.eval_path(),
             self.config_path(),
-        ]
-        .into_iter()
-        .chain(boards)
-        {
+        ];
+        for p in written.into_iter().chain(self.event_files()?) {
             if p.exists() {
                 std::fs::remove_file(&p).at(&p)?;
             }

@@ -10,15 +10,13 @@
 //! of `metrics.jsonl`: the curves go on without a duplicate point, and every point that
 //! `metrics.jsonl` keeps is kept (each write is flushed at once).
 
-use std::path::PathBuf;
-
 use crate::config::ExperimentConfig;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::io::run_dir::RunDir;
 use crate::io::tensorboard::{self, EventWriter, HParamKind, HParamValue};
 use crate::model::hybrid::Hybrid;
 use crate::training::log::MetricsLine;
-use crate::training::sample::{Draw, Method};
+use crate::training::sample::{self, Draw, Method};
 
 /// Images in each grid of samples and of reconstructions.
 pub const GRID_IMAGES: usize = 8;
@@ -35,7 +33,7 @@ impl Board {
     /// Opens the log of a session that starts at `step`: removes the points past it from
     /// earlier sessions' files, then writes the config and the hyperparameters.
     pub fn open(run: &RunDir, config: &ExperimentConfig, step: u64) -> Result<Self> {
-        for file in event_files(run)? {
+        for file in run.event_files()? {
             prune_after(&file, step)?;
         }
         let mut writer = EventWriter::create(&run.path)?;
@@ -83,22 +81,17 @@ impl Board {
             seed,
             method: Method::Cached,
         };
-        let n = GRID_IMAGES.min(test.len() / (m.image_channels * m.image_size.pow(2)));
-        let samples = crate::training::sample::sample_prior(model, GRID_IMAGES, &draw, |_, _| {});
-        let shape = (m.image_channels, m.image_size);
+        let (shape, plane) = ((m.image_channels, m.image_size), m.dims());
+        let samples = sample::sample_prior(model, GRID_IMAGES, &draw, |_, _| {});
         self.grid(step, "samples", &samples, GRID_IMAGES, shape)?;
+        let n = GRID_IMAGES.min(test.len() / plane);
         if n == 0 {
             return Ok(());
         }
-        let plane = m.image_channels * m.image_size * m.image_size;
         let originals = &test[..n * plane];
-        let recon = crate::training::sample::reconstruct(model, originals, n, 1, &draw, |_, _| {});
+        let recon = sample::reconstruct(model, originals, n, 1, &draw, |_, _| {});
         // Pairs side by side: each test image, then its reconstruction.
-        let mut cells = Vec::with_capacity(2 * n * plane);
-        for i in 0..n {
-            cells.extend_from_slice(&originals[i * plane..(i + 1) * plane]);
-            cells.extend_from_slice(&recon[i * plane..(i + 1) * plane]);
-        }
+        let cells = sample::beside_reconstructions(originals, &recon, n, 1, plane);
         self.grid(step, "reconstructions", &cells, 2 * n, shape)
     }
 
@@ -147,24 +140,6 @@ pub const HPARAM_KINDS: [(&str, HParamKind); 5] = [
     ("image_size", HParamKind::Number),
     ("preset", HParamKind::Text),
 ];
-
-/// The TensorBoard event files of the run, oldest first.
-pub fn event_files(run: &RunDir) -> Result<Vec<PathBuf>> {
-    if !run.path.exists() {
-        return Ok(Vec::new());
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&run.path)
-        .at(&run.path)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("events.out.tfevents."))
-        })
-        .collect();
-    files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    Ok(files)
-}
 
 /// Rewrites `file` without its events past `step`, and without a record a kill cut
 /// short (atomically, and only when something goes).

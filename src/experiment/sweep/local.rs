@@ -154,11 +154,10 @@ impl<'a> LocalSweep<'a> {
 
     /// Moves the waiting runs that no other process holds now back to the queue.
     fn unblock(&mut self) {
-        let (free, held) = std::mem::take(&mut self.waiting)
+        let (free, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
             .partition(|r| lock::holder(&self.run_path(&r.member)).is_none());
         self.waiting = held;
-        let free: Vec<_> = free;
         self.queue.extend(free);
     }
 

@@ -64,8 +64,11 @@ pub fn run(plan: SweepPlan) -> Result<()> {
 /// each run's bottleneck, strength, seed, image size and preset (written by the run) against
 /// its test negative ELBO and KL, for `tensorboard --logdir` on the sweep's directory.
 fn hparams_experiment(out: &std::path::Path) -> Result<()> {
-    use crate::training::board::{HPARAM_KINDS, HPARAM_METRICS, event_files};
-    if !event_files(&crate::io::run_dir::RunDir::new(out))?.is_empty() {
+    use crate::training::board::{HPARAM_KINDS, HPARAM_METRICS};
+    if !crate::io::run_dir::RunDir::new(out)
+        .event_files()?
+        .is_empty()
+    {
         return Ok(());
     }
     let mut writer = crate::io::tensorboard::EventWriter::create(out)?;

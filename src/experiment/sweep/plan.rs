@@ -209,19 +209,13 @@ pub fn check_saved_settings(plan: &SweepPlan, runs: &[PlannedRun]) -> Result<()>
     Ok(())
 }
 
-/// Writes the member's `config.json`, or checks that the one there is the same run.
+/// Writes the member's `config.json` unless its directory has one: one the sweep's
+/// [`check_saved_settings`] found equal to `config` before any run started.
 pub fn write_member_config(run: &RunDir, config: &ExperimentConfig) -> Result<()> {
-    if run.has_config() {
-        if run.read_config()? != *config {
-            return Err(Error::Config(format!(
-                "{} holds a run with other settings than this sweep gives it; use another \
-                 --out, or delete that directory to start the run over",
-                run.path.display()
-            )));
-        }
-        return Ok(());
+    match run.has_config() {
+        true => Ok(()),
+        false => run.write_config(config),
     }
-    run.write_config(config)
 }
 
 /// The training state saved in a run's checkpoint (read from its header), if any.

@@ -22,6 +22,9 @@ mod proto;
 
 pub use proto::*;
 
+/// How the name of every event file starts (TensorBoard finds them by it).
+pub const FILE_PREFIX: &str = "events.out.tfevents.";
+
 /// The value of one hyperparameter in one session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HParamValue {
@@ -85,7 +88,7 @@ impl EventWriter {
     pub fn create(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).at(dir)?;
         let name = format!(
-            "events.out.tfevents.{}.{}.{}.{}",
+            "{FILE_PREFIX}{}.{}.{}.{}",
             now().floor() as u64,
             hostname(),
             std::process::id(),

@@ -231,6 +231,18 @@ pub fn sample_prior(
     sample_given_u(model, &u, draw, progress)
 }
 
+/// Each of the `n` images of `x` (`plane` bytes each) followed by its `k`
+/// reconstructions from `recon` (image-major, as [`reconstruct`] returns them): the
+/// cells of a grid with a row per image.
+pub fn beside_reconstructions(x: &[u8], recon: &[u8], n: usize, k: usize, plane: usize) -> Vec<u8> {
+    let mut cells = Vec::with_capacity(n * (k + 1) * plane);
+    for i in 0..n {
+        cells.extend_from_slice(&x[i * plane..(i + 1) * plane]);
+        cells.extend_from_slice(&recon[i * k * plane..(i + 1) * k * plane]);
+    }
+    cells
+}
+
 /// For each of the `x` images (bytes `[n, C, S, S]`), `k` reconstructions: `z ~ q(z|x)`
 /// then [`sample_given_u`]. Returns bytes `[n, k, C, S, S]` (image-major).
 pub fn reconstruct(
