@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{DeviceChoice, Precision};
+use crate::engine::{DeviceChoice, Layout, Precision};
 use crate::model::bottleneck::BottleneckSpec;
 use crate::training::sample::Method;
 
@@ -67,6 +67,11 @@ pub struct RuntimeArgs {
     /// CPU threads [default: all cores; a sweep divides them among its --jobs].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Memory layout of the activations: nchw or channels-last (NHWC; cuDNN's
+    /// tensor-core convolutions) [default: channels-last]. The same numbers up to
+    /// rounding.
+    #[arg(long)]
+    pub layout: Option<Layout>,
 }
 
 /// Where to compute, and in which precision.

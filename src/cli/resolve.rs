@@ -14,6 +14,7 @@ impl RuntimeArgs {
         Runtime {
             device: self.device,
             threads: self.threads,
+            layout: self.layout,
         }
     }
 }
@@ -80,6 +81,7 @@ impl SweepArgs {
             jobs: self.jobs,
             threads: self.compute.runtime.threads,
             device: self.compute.runtime.device,
+            layout: self.compute.runtime.layout,
             precision: self.compute.precision,
             slurm: self.slurm.resolve(),
             status: self.status,

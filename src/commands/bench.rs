@@ -49,13 +49,14 @@ pub fn run(args: BenchRequest) -> Result<()> {
     let config = config.with_images(images.channels, images.height);
     crate::training::ensure_trainable(&config, batch, device)?;
     crate::outln!(
-        "preset {} bottleneck {} batch {batch} threads {} device {} precision {} data {source} \
-         ({} images)",
+        "preset {} bottleneck {} batch {batch} threads {} device {} precision {} layout {} \
+         data {source} ({} images)",
         args.preset,
         config.bottleneck,
         tch::get_num_threads(),
         args.runtime.device,
         args.precision,
+        crate::engine::layout(),
         images.len()
     )?;
     let options = crate::training::bench::BenchOptions {

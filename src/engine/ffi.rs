@@ -1,5 +1,5 @@
 //! Safe Rust over the crate's own C++ file, `ffi.cpp` (what `tch` does not bind: LibTorch's
-//! TF32 flags, the fused Adam kernel). `build.rs` compiles it against LibTorch's headers.
+//! TF32 flags, the fused Adam kernel, the model's fused `concat_elu`). `build.rs` compiles it against LibTorch's headers.
 //!
 //! Every C++ function returns null on success or an error message allocated in C++; no C++
 //! exception crosses into Rust. [`check`] turns that message into the crate's [`Error`] and
@@ -138,6 +138,33 @@ pub fn foreach_lerp_(averages: &[Tensor], values: &[Tensor], weight: f64) -> Res
 }
 
 // ---------------------------------------------------------------------------------------
+// The model's fused operations
+// ---------------------------------------------------------------------------------------
+
+/// PixelCNN++'s `concat_elu` of `x` (`[B, C, H, W]`), `elu(cat([x, -x], 1))`, padded with
+/// zeros by `[left, right, top, bottom]` for the convolution that reads it: one tensor
+/// `[B, 2C, top + H + bottom, left + W + right]`, differentiable, computed in fewer passes
+/// over memory than the operations one by one.
+pub fn concat_elu_padded(x: &Tensor, padding: [i64; 4]) -> Result<Tensor> {
+    let [left, right, top, bottom] = padding;
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: `x` is a live tensor for the call; on success `out` holds a tensor allocated
+    // with `new` in C++, which `Tensor::from_ptr` takes over (tch frees it the same way).
+    check(unsafe { ibvae_concat_elu_padded(x.as_ptr(), left, right, top, bottom, &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// A gated resnet's output, `x + a * sigmoid(b)` where `[a, b]` are the two halves of `c`
+/// along the channels (`x`: `[B, C, H, W]`, `c`: `[B, 2C, H, W]`), differentiable, in one
+/// fused operation.
+pub fn gated_residual(x: &Tensor, c: &Tensor) -> Result<Tensor> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: as in `concat_elu_padded`.
+    check(unsafe { ibvae_gated_residual(x.as_ptr(), c.as_ptr(), &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+// ---------------------------------------------------------------------------------------
 // The C++ side
 // ---------------------------------------------------------------------------------------
 
@@ -177,6 +204,19 @@ unsafe extern "C" {
         constants: AdamConstants,
     ) -> *mut c_char;
     fn ibvae_foreach_lerp_(averages: TensorList, values: TensorList, weight: f64) -> *mut c_char;
+    fn ibvae_concat_elu_padded(
+        x: *const C_tensor,
+        left: i64,
+        right: i64,
+        top: i64,
+        bottom: i64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    fn ibvae_gated_residual(
+        x: *const C_tensor,
+        c: *const C_tensor,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
 }
 
 #[cfg(test)]

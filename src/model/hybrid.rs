@@ -12,12 +12,12 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::ModelConfig;
-use crate::engine::Precision;
+use crate::engine::{Layout, Precision};
 use crate::error::Result;
 use crate::model::bottleneck::{self, BottleneckSpec};
 use crate::model::dmol;
 use crate::model::nn::{Conv2d, ConvConfig, Mode};
-use crate::model::ops::per_image_sum;
+use crate::model::ops::{per_image_sum, to_channels_last};
 use crate::model::pixelcnn::{PixelCnnConfig, PixelCnnPp};
 use crate::model::terms::Terms;
 use crate::model::vae::{Decoder, Encoder, VaeConfig, gaussian_kl};
@@ -54,6 +54,8 @@ pub struct Hybrid {
     params: Vec<(String, Tensor)>,
     /// The kind convolutions run in (float32, or bfloat16 under `--precision bf16`).
     compute: Kind,
+    /// The inputs are laid out channels-last, and with them every activation.
+    channels_last: bool,
 }
 
 /// What a forward pass gives training: the per-image terms (nats, each `[B]`, float32)
@@ -142,6 +144,7 @@ impl Hybrid {
             bottleneck: c.bottleneck,
             params,
             compute: Kind::Float,
+            channels_last: crate::engine::layout() == Layout::ChannelsLast,
         })
     }
 
@@ -150,6 +153,21 @@ impl Hybrid {
         self.compute = precision.compute_kind();
         if self.device().is_cuda() {
             crate::engine::set_tf32(precision == Precision::Tf32);
+        }
+    }
+
+    /// Lays out the activations as `layout` from now on (by laying out the inputs so: a
+    /// convolution's weight, padding and output follow its input's layout).
+    pub fn set_layout(&mut self, layout: Layout) {
+        self.channels_last = layout == Layout::ChannelsLast;
+    }
+
+    /// `x` in the model's layout.
+    fn laid_out(&self, x: &Tensor) -> Tensor {
+        if self.channels_last {
+            to_channels_last(x)
+        } else {
+            x.shallow_clone()
         }
     }
 
@@ -192,8 +210,11 @@ impl Hybrid {
     /// - `x`: `[B, C, H, W]`, `u`: `[B, dec_out, H, W]`
     /// - returns `params` `[B, P, H, W]`, `rate` `[B]`, `v` `[B, k v_dim, H, W]`
     pub fn pixel_params(&self, x: &Tensor, u: &Tensor, mode: Mode) -> (Tensor, Tensor, Tensor) {
-        let xc = x.to_kind(self.compute);
-        let v = self.pixelcnn.forward(&xc, u, mode).to_kind(Kind::Float); // [B, k v_dim, H, W]
+        let xc = self.laid_out(&x.to_kind(self.compute));
+        let v = self
+            .pixelcnn
+            .forward(&xc, &self.laid_out(u), mode)
+            .to_kind(Kind::Float); // [B, k v_dim, H, W]
         let (params, rate) = self.params_from_v(u, &v, mode);
         (params, rate, v)
     }
@@ -222,7 +243,9 @@ impl Hybrid {
     /// # Shapes
     /// `[B, C, H, W]` -> `[B, z_channels, h, w]` twice
     pub fn encode(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let (mean, logvar) = self.encoder.forward(&x.to_kind(self.compute));
+        let (mean, logvar) = self
+            .encoder
+            .forward(&self.laid_out(&x.to_kind(self.compute)));
         (mean.to_kind(Kind::Float), logvar.to_kind(Kind::Float))
     }
 
@@ -231,7 +254,8 @@ impl Hybrid {
     /// # Shapes
     /// `[B, z_channels, h, w]` -> `[B, dec_out, H, W]`
     pub fn decode(&self, z: &Tensor) -> Tensor {
-        self.decoder.forward(&z.to_kind(self.compute))
+        self.decoder
+            .forward(&self.laid_out(&z.to_kind(self.compute)))
     }
 
     /// One forward pass with every intermediate. `z_noise` fixes the `N(0, I)` draw of
@@ -345,7 +369,7 @@ pub fn param_counts(model: &Hybrid) -> Vec<(&'static str, usize)> {
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
-    use crate::model::ops::{dims, host_f32};
+    use crate::model::ops::{dims, host_f32, is_channels_last};
 
     fn images(b: i64, c: i64, s: i64) -> Tensor {
         Tensor::randint(256, [b, c, s, s], (Kind::Float, Device::Cpu)) / 127.5 - 1.0
@@ -480,6 +504,61 @@ mod tests {
         for (a, b) in a.iter().zip(&b) {
             assert!((a - b).abs() < 0.01 * a.abs(), "f32 {a} vs bf16 {b}");
             assert!(a != b, "bf16 should round differently");
+        }
+    }
+
+    /// Channels-last and NCHW give the same outputs and gradients, and channels-last
+    /// reaches the last maps (the padded shifts and convolutions keep it). The network
+    /// runs in float64, where the two layouts' sums in other orders differ by ~1e-15;
+    /// the mixture of logistics runs in float32 whatever the network's type, where such a
+    /// difference can move a value by an ulp (6e-8): a layout bug moves them by O(1).
+    #[test]
+    fn both_layouts_give_the_same_numbers() {
+        for spec in ["gd:0.2", "vb:0.1", "aux"] {
+            let config = ModelConfig::tiny().with_bottleneck(spec.parse().unwrap());
+            let mut model = Hybrid::new(&config, Device::Cpu).unwrap();
+            model.use_f64();
+            let x = images(2, 3, 32).to_kind(Kind::Double);
+            let z_noise = Tensor::randn([2, 4, 4, 4], (Kind::Double, Device::Cpu));
+            let mut results = Vec::new();
+            for layout in [Layout::Nchw, Layout::ChannelsLast] {
+                model.set_layout(layout);
+                let out = model.forward_outputs(&x, Some(&z_noise), Mode::Eval);
+                assert_eq!(
+                    is_channels_last(&out.v),
+                    layout == Layout::ChannelsLast,
+                    "{spec} {layout}: PixelCNN++'s output"
+                );
+                for (_, p) in model.params() {
+                    let _ = p.grad().f_zero_();
+                }
+                out.loss.sum(Kind::Double).backward();
+                let grads: Vec<Tensor> = model.params().iter().map(|(_, p)| p.grad()).collect();
+                results.push((
+                    out.loss.detach(),
+                    Tensor::cat(
+                        &grads.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(),
+                        0,
+                    ),
+                ));
+            }
+            let (l0, g0) = &results[0];
+            let (l1, g1) = &results[1];
+            let rel = |a: &Tensor, b: &Tensor| {
+                let scale = b.abs().max().double_value(&[]);
+                (a - b).abs().max().double_value(&[]) / scale
+            };
+            // A few float32 ulps of the largest value.
+            assert!(
+                rel(l1, l0) < 1e-6,
+                "{spec}: losses differ by {}",
+                rel(l1, l0)
+            );
+            assert!(
+                rel(g1, g0) < 1e-6,
+                "{spec}: gradients differ by {}",
+                rel(g1, g0)
+            );
         }
     }
 }

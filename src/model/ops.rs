@@ -3,12 +3,90 @@
 
 use tch::Tensor;
 
+use crate::engine::ffi;
+
 /// ELU of `[x, -x]` along the channels: doubles the channel count (`concat_elu` in nn.py).
 ///
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, 2C, H, W]`
 pub fn concat_elu(x: &Tensor) -> Tensor {
-    Tensor::cat(&[x, &x.neg()], 1).elu()
+    concat_elu_padded(x, [0; 4])
+}
+
+/// [`concat_elu`] padded with zeros by `[left, right, top, bottom]` (the order of
+/// `constant_pad_nd`), for the convolution that reads it: one fused operation of the
+/// crate's C++ file (`engine::ffi::concat_elu_padded`).
+///
+/// # Shapes
+/// `[B, C, H, W]` -> `[B, 2C, top + H + bottom, left + W + right]`
+pub fn concat_elu_padded(x: &Tensor, padding: [i64; 4]) -> Tensor {
+    ffi::concat_elu_padded(x, padding).unwrap_or_else(|e| panic!("concat_elu: {e}"))
+}
+
+/// `x + a * sigmoid(b)` for `[a, b]` the two halves of `c` along the channels: the
+/// gated resnet's output, one fused operation of the crate's C++ file.
+///
+/// # Shapes
+/// `[B, C, H, W]`, `[B, 2C, H, W]` -> `[B, C, H, W]`
+pub fn gated_residual(x: &Tensor, c: &Tensor) -> Tensor {
+    ffi::gated_residual(x, c).unwrap_or_else(|e| panic!("gated resnet: {e}"))
+}
+
+/// Whether `x` (`[B, C, H, W]`) is laid out channels-last (NHWC in memory): strides that
+/// are not the plain ones, but are once the channels are moved last.
+pub fn is_channels_last(x: &Tensor) -> bool {
+    x.dim() == 4 && !x.is_contiguous() && x.permute([0, 2, 3, 1]).is_contiguous()
+}
+
+/// `x` laid out channels-last: the same values, NHWC in memory (PyTorch's
+/// `contiguous(memory_format=torch.channels_last)`); no copy if it already is.
+pub fn to_channels_last(x: &Tensor) -> Tensor {
+    if is_channels_last(x) {
+        x.shallow_clone()
+    } else {
+        x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    }
+}
+
+/// `t` in the memory layout of `like`: channels-last if `like` is, else as it is. A
+/// convolution whose weight and input share a layout runs in it (oneDNN, cuDNN).
+pub fn layout_like(t: &Tensor, like: &Tensor) -> Tensor {
+    if is_channels_last(like) {
+        to_channels_last(t)
+    } else {
+        t.shallow_clone()
+    }
+}
+
+/// Zero padding of the last two axes by `[left, right, top, bottom]` (`constant_pad_nd`),
+/// keeping a channels-last input channels-last (`constant_pad_nd` alone would not).
+///
+/// # Shapes
+/// `[B, C, H, W]` -> `[B, C, top + H + bottom, left + W + right]`
+pub fn pad(x: &Tensor, padding: [i64; 4]) -> Tensor {
+    let [left, right, top, bottom] = padding;
+    if is_channels_last(x) {
+        x.permute([0, 2, 3, 1]) // [B, H, W, C], contiguous
+            .constant_pad_nd([0, 0, left, right, top, bottom])
+            .permute([0, 3, 1, 2])
+    } else {
+        x.constant_pad_nd(padding)
+    }
+}
+
+/// `x` with a channel of ones after its own (`cat([x, ones], 1)`, PixelCNN++'s input), in
+/// `x`'s layout.
+///
+/// # Shapes
+/// `[B, C, H, W]` -> `[B, C + 1, H, W]`
+pub fn with_ones_channel(x: &Tensor) -> Tensor {
+    if is_channels_last(x) {
+        x.permute([0, 2, 3, 1]) // [B, H, W, C], contiguous
+            .pad([0, 1], "constant", Some(1.0))
+            .permute([0, 3, 1, 2])
+    } else {
+        x.pad([0, 0, 0, 0, 0, 1], "constant", Some(1.0))
+    }
 }
 
 /// Shifts the map one row down: row 0 becomes zeros and the last row is dropped
@@ -18,7 +96,7 @@ pub fn concat_elu(x: &Tensor) -> Tensor {
 /// `[B, C, H, W]` -> `[B, C, H, W]`
 pub fn down_shift(x: &Tensor) -> Tensor {
     let h = x.size()[2];
-    x.constant_pad_nd([0, 0, 1, 0]).narrow(2, 0, h)
+    pad(x, [0, 0, 1, 0]).narrow(2, 0, h)
 }
 
 /// Shifts the map one column right: column 0 becomes zeros and the last column is
@@ -28,7 +106,7 @@ pub fn down_shift(x: &Tensor) -> Tensor {
 /// `[B, C, H, W]` -> `[B, C, H, W]`
 pub fn right_shift(x: &Tensor) -> Tensor {
     let w = x.size()[3];
-    x.constant_pad_nd([1, 0, 0, 0]).narrow(3, 0, w)
+    pad(x, [1, 0, 0, 0]).narrow(3, 0, w)
 }
 
 /// Sums every axis but the first: per-image totals.
@@ -113,6 +191,86 @@ mod tests {
                 g[i]
             );
         }
+    }
+
+    /// Random float64 values with some exact zeros (ELU's kink), `[2, 3, 4, 5]`.
+    fn map_with_zeros(seed: i64, channels: i64) -> Tensor {
+        tch::manual_seed(seed);
+        let x = Tensor::randn([2, channels, 4, 5], (tch::Kind::Double, tch::Device::Cpu)) * 2.0;
+        let keep = x.abs().ge(0.3).to_kind(tch::Kind::Double);
+        x * keep
+    }
+
+    /// The fused, padded `concat_elu` against LibTorch's operations one by one
+    /// (negation, concatenation, ELU, then `constant_pad_nd`), in float64: values and the
+    /// gradient of a random weighting of the output, for each causal padding the model
+    /// uses and none, on plain and on channels-last strides.
+    #[test]
+    fn fused_padded_concat_elu_equals_the_operations_one_by_one() {
+        let weights_seed = 7;
+        for padding in [[0, 0, 0, 0], [1, 1, 1, 0], [1, 0, 1, 0], [0, 2, 3, 1]] {
+            for permuted in [false, true] {
+                let base = map_with_zeros(3, 3);
+                // The same values with NHWC strides: the kernel must not assume a layout.
+                let base = if permuted {
+                    base.permute([0, 2, 3, 1])
+                        .contiguous()
+                        .permute([0, 3, 1, 2])
+                } else {
+                    base
+                };
+                let x1 = base.detach().set_requires_grad(true);
+                let x2 = base.detach().set_requires_grad(true);
+                let fused = concat_elu_padded(&x1, padding);
+                let plain = Tensor::cat(&[&x2, &x2.neg()], 1)
+                    .elu()
+                    .constant_pad_nd(padding);
+                assert_eq!(fused.size(), plain.size());
+                // The same operations on the same values; LibTorch's vectorised and scalar
+                // loops (chosen by the strides) may round e^x - 1 an ulp apart.
+                let diff = (&fused - &plain).abs().max().double_value(&[]);
+                let tol = 2.0 * f64::EPSILON * plain.abs().max().double_value(&[]);
+                assert!(diff <= tol, "{padding:?}: values differ by {diff}");
+                tch::manual_seed(weights_seed);
+                let w = Tensor::randn_like(&plain);
+                (&fused * &w).sum(None::<tch::Kind>).backward();
+                (&plain * &w).sum(None::<tch::Kind>).backward();
+                let g2 = x2.grad();
+                let gdiff = (x1.grad() - &g2).abs().max().double_value(&[]);
+                // ELU'(x) read from the output, (e^x - 1) + 1, against e^x: a few float64
+                // roundings of the largest gradient.
+                let tol = 4.0 * f64::EPSILON * g2.abs().max().double_value(&[]);
+                assert!(gdiff <= tol, "{padding:?}: gradients differ by {gdiff}");
+            }
+        }
+    }
+
+    /// The fused gate `x + a * sigmoid(b)` against the operations one by one in float64:
+    /// values and the gradients of both inputs.
+    #[test]
+    fn fused_gated_residual_equals_the_operations_one_by_one() {
+        let x1 = map_with_zeros(4, 3).set_requires_grad(true);
+        let x2 = x1.detach().set_requires_grad(true);
+        let c1 = (map_with_zeros(5, 6) * 4.0).set_requires_grad(true);
+        let c2 = c1.detach().set_requires_grad(true);
+        let fused = gated_residual(&x1, &c1);
+        let halves = c2.chunk(2, 1);
+        let plain = &x2 + &halves[0] * halves[1].sigmoid();
+        // A fused multiply-add against a product rounded before the sum: an ulp or two of
+        // the largest magnitude.
+        let ulps = |t: &Tensor| 4.0 * f64::EPSILON * t.abs().max().double_value(&[]);
+        let diff = (&fused - &plain).abs().max().double_value(&[]);
+        assert!(diff <= ulps(&plain), "values differ by {diff}");
+        let w = Tensor::randn_like(&plain);
+        (&fused * &w).sum(None::<tch::Kind>).backward();
+        (&plain * &w).sum(None::<tch::Kind>).backward();
+        for (a, b) in [(x1.grad(), x2.grad()), (c1.grad(), c2.grad())] {
+            let gdiff = (&a - &b).abs().max().double_value(&[]);
+            assert!(gdiff <= ulps(&b), "gradients differ by {gdiff}");
+        }
+        let wrong = Tensor::zeros([2, 5, 4, 5], (tch::Kind::Double, tch::Device::Cpu));
+        let err = ffi::gated_residual(&x1, &wrong).unwrap_err().to_string();
+        assert!(err.contains("[B, 2C, H, W]"), "{err}");
     }
 
     #[test]

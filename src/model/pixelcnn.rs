@@ -15,7 +15,7 @@ use tch::nn::Path;
 use crate::model::nn::gated_resnet::GatedResnetConfig;
 use crate::model::nn::shifted::ShiftedConfig;
 use crate::model::nn::{GatedResnet, Mode, Shift, ShiftedConv2d, ShiftedDeconv2d, WnConv2d};
-use crate::model::ops::{down_shift, right_shift};
+use crate::model::ops::{down_shift, right_shift, with_ones_channel};
 
 /// Resolutions of the network: S, S/2 and S/4.
 const LEVELS: usize = 3;
@@ -125,14 +125,11 @@ impl PixelCnnPp {
     /// - `cond`: `[B, cond_ch, H, W]`
     /// - returns `v`: `[B, out_ch, H, W]`
     pub fn forward(&self, x: &Tensor, cond: &Tensor, mode: Mode) -> Tensor {
-        let s = x.size();
-        let (b, height, width) = (s[0], s[2], s[3]);
         let cond = cond.to_kind(x.kind());
         // The conditioning map average-pooled to each resolution.
         let pool = |k: i64| cond.avg_pool2d([k, k], [k, k], [0, 0], false, true, None::<i64>);
         let hs = [cond.shallow_clone(), pool(2), pool(4)];
-        let ones = Tensor::ones([b, 1, height, width], (x.kind(), x.device()));
-        let xp = Tensor::cat(&[x, &ones], 1); // [B, C+1, H, W]
+        let xp = with_ones_channel(x); // [B, C+1, H, W]
         let mut u_list = vec![down_shift(&self.u_init.forward(&xp))]; // [B, nf, H, W]
         let mut ul_list = vec![
             down_shift(&self.ul_init_above.forward(&xp))

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::config::{ExperimentConfig, Overrides};
-use crate::engine::{DeviceChoice, Precision};
+use crate::engine::{DeviceChoice, Layout, Precision};
 use crate::error::{Error, IoContext, Result};
 use crate::experiment::sweep::slurm::SlurmOptions;
 use crate::io::checkpoint::TrainState;
@@ -107,6 +107,8 @@ pub struct SweepPlan {
     pub threads: Option<usize>,
     pub device: DeviceChoice,
     pub precision: Precision,
+    /// Memory layout of every run's activations [default: the device's].
+    pub layout: Option<Layout>,
     /// Submit the runs to SLURM as an array job instead of running them here.
     pub slurm: Option<SlurmOptions>,
     /// Only show where each run stands (and refresh `results.csv`).
@@ -121,6 +123,11 @@ impl SweepPlan {
     /// The run directory of `member`.
     pub fn run_dir(&self, member: &Member) -> RunDir {
         RunDir::new(self.out.join(&member.name))
+    }
+
+    /// The layout the runs compute in: the one asked for, else the device's.
+    pub fn layout(&self) -> Layout {
+        self.layout.unwrap_or(Layout::for_device(self.device))
     }
 }
 

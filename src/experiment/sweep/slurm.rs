@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::engine::{DeviceChoice, Precision};
+use crate::engine::{DeviceChoice, Layout, Precision};
 use crate::error::{Error, IoContext, Result};
 
 /// What a cluster needs to know about each task.
@@ -46,6 +46,7 @@ pub struct TaskRuntime {
     pub threads: usize,
     pub device: DeviceChoice,
     pub precision: Precision,
+    pub layout: Layout,
     /// The runs write TensorBoard event files.
     pub tensorboard: bool,
 }
@@ -115,6 +116,7 @@ pub fn script(
         threads,
         device,
         precision,
+        layout,
         tensorboard,
     } = runtime;
     let board = if tensorboard { "" } else { " --no-tensorboard" };
@@ -140,7 +142,7 @@ trap 'signal=USR1; [ -n "$child" ] && kill -s USR1 "$child" 2>/dev/null' USR1
 trap 'signal=TERM' TERM
 
 echo "task $SLURM_ARRAY_TASK_ID (restart ${{SLURM_RESTART_COUNT:-0}}): $run"
-"$ibvae" train --run "$run" --resume --threads {threads} --device {device} --precision {precision}{board} >> "$run/train.log" 2>&1 &
+"$ibvae" train --run "$run" --resume --threads {threads} --device {device} --layout {layout} --precision {precision}{board} >> "$run/train.log" 2>&1 &
 child=$!
 # A trapped signal interrupts `wait`: wait again until ibvae has saved and exited.
 status=0
@@ -154,7 +156,7 @@ if [ -n "$signal" ]; then
   exit 0
 fi
 [ "$status" -eq 0 ] || {{ echo "training failed ($status): see $run/train.log"; exit "$status"; }}
-"$ibvae" eval --run "$run" --threads {threads} --device {device} --json >> "$run/train.log" 2>&1
+"$ibvae" eval --run "$run" --threads {threads} --device {device} --layout {layout} --json >> "$run/train.log" 2>&1
 "#,
         head = head.join("\n"),
         runs = runs.join("\n"),

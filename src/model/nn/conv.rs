@@ -4,6 +4,8 @@
 //! auxiliary head start from.
 
 use tch::Tensor;
+
+use crate::model::ops::layout_like;
 use tch::nn::{Init, Path};
 
 /// Kernel, stride and padding of a square convolution.
@@ -87,7 +89,7 @@ impl Conv2d {
         let kind = x.kind();
         let c = self.config;
         x.conv2d(
-            &self.weight.to_kind(kind),
+            &layout_like(&self.weight.to_kind(kind), x),
             self.bias.as_ref().map(|b| b.to_kind(kind)),
             [c.stride; 2],
             [c.padding; 2],
@@ -124,7 +126,7 @@ impl ConvTranspose2d {
         let kind = x.kind();
         let c = self.config;
         x.conv_transpose2d(
-            &self.weight.to_kind(kind),
+            &layout_like(&self.weight.to_kind(kind), x),
             Some(self.bias.to_kind(kind)),
             [c.stride; 2],
             [c.padding; 2],

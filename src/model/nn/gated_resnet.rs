@@ -17,7 +17,7 @@ use super::Mode;
 use super::conv::Conv2d;
 use super::shifted::{Shift, ShiftedConfig, ShiftedConv2d};
 use super::weight_norm::WnConv2d;
-use crate::model::ops::concat_elu;
+use crate::model::ops::{concat_elu, gated_residual};
 
 /// Standard deviation of the initial conditioning weights (the reference's choice).
 const COND_INIT_STD: f64 = 0.05;
@@ -81,20 +81,23 @@ impl GatedResnet {
         h: Option<&Tensor>,
         mode: Mode,
     ) -> Tensor {
-        let mut c1 = self.conv1.forward(&concat_elu(x)); // [B, nf, H, W]
+        let mut c1 = self.conv1.forward_concat_elu(x, |e| e); // [B, nf, H, W]
         if let (Some(nin_a), Some(a)) = (&self.nin_a, a) {
             c1 += nin_a.forward(&concat_elu(a));
         }
-        let mut c1 = concat_elu(&c1); // [B, 2nf, H, W]
-        if self.dropout_p > 0.0 && mode.is_train() {
-            c1 = dropout(&c1, self.dropout_p);
-        }
-        let mut c2 = self.conv2.forward(&c1); // [B, 2nf, H, W]
+        let dropout_p = self.dropout_p;
+        // concat_elu(c1), padded, with dropout in training: [B, 2nf, H', W'] into conv2.
+        let mut c2 = self.conv2.forward_concat_elu(&c1, |e| {
+            if dropout_p > 0.0 && mode.is_train() {
+                dropout(&e, dropout_p)
+            } else {
+                e
+            }
+        }); // [B, 2nf, H, W]
         if let (Some(cond), Some(h)) = (&self.cond, h) {
             c2 += cond.forward(h);
         }
-        let gates = c2.chunk(2, 1); // [B, nf, H, W] each
-        x + &gates[0] * gates[1].sigmoid()
+        gated_residual(x, &c2)
     }
 }
 

@@ -8,6 +8,7 @@ use tch::Tensor;
 use tch::nn::Path;
 
 use super::weight_norm::{WnConv2d, WnConvTranspose2d};
+use crate::model::ops::concat_elu_padded;
 
 /// Which causal shape a shifted convolution has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,22 @@ impl ShiftedConv2d {
             Shift::DownRight => [kh - 1, 0, kw - 1, 0],
         };
         self.conv.forward_padded(x, padding)
+    }
+
+    /// `forward(concat_elu(x))`, with the causal padding written by the fused
+    /// `concat_elu`; `then` runs on the padded map before the convolution (dropout: its
+    /// zeros stay zeros).
+    ///
+    /// # Shapes
+    /// `[B, in / 2, H, W]` -> `[B, out, H, W]` (stride 1)
+    pub fn forward_concat_elu(&self, x: &Tensor, then: impl FnOnce(Tensor) -> Tensor) -> Tensor {
+        let [kh, kw] = self.conv.kernel();
+        let [left, right] = match self.shift {
+            Shift::Down => [(kw - 1) / 2, (kw - 1) / 2],
+            Shift::DownRight => [kw - 1, 0],
+        };
+        self.conv
+            .forward(&then(concat_elu_padded(x, [left, right, kh - 1, 0])))
     }
 }
 

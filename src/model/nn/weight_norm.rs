@@ -6,6 +6,8 @@
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
+use crate::model::ops::{layout_like, pad};
+
 /// Standard deviation of the initial directions `V` (nn.py).
 const V_INIT_STD: f64 = 0.05;
 /// Floor of `sum V^2` inside the square root: an all-zero filter gives zero, not NaN.
@@ -84,10 +86,10 @@ impl WnConv2d {
         let padded = if padding == [0; 4] {
             x.shallow_clone()
         } else {
-            x.constant_pad_nd([left, right, top, bottom])
+            pad(x, [left, right, top, bottom])
         };
         padded.conv2d(
-            &self.weight(kind),
+            &layout_like(&self.weight(kind), x),
             Some(self.b.to_kind(kind)),
             [self.stride; 2],
             [0, 0],
@@ -128,7 +130,7 @@ impl WnConvTranspose2d {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
         x.conv_transpose2d(
-            &self.weight(kind),
+            &layout_like(&self.weight(kind), x),
             Some(self.b.to_kind(kind)),
             [self.stride; 2],
             [0, 0],
