@@ -67,11 +67,11 @@ pub struct RuntimeArgs {
     /// CPU threads [default: all cores; a sweep divides them among its --jobs].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Memory layout of the activations: nchw or channels-last (NHWC; cuDNN's
-    /// tensor-core convolutions) [default: channels-last]. The same numbers up to
-    /// rounding.
-    #[arg(long)]
-    pub layout: Option<Layout>,
+    /// Memory layout of the activations: auto, nchw or channels-last (NHWC; oneDNN's and
+    /// cuDNN's fastest convolutions). auto: channels-last on a GPU, and on the CPU for
+    /// models of 32 filters or more. The same numbers up to rounding.
+    #[arg(long, default_value = "auto")]
+    pub layout: Layout,
 }
 
 /// Where to compute, and in which precision.

@@ -56,7 +56,11 @@ pub fn run(args: BenchRequest) -> Result<()> {
         tch::get_num_threads(),
         args.runtime.device,
         args.precision,
-        crate::engine::layout(),
+        if crate::engine::layout().channels_last_for(device, config.nr_filters) {
+            crate::engine::Layout::ChannelsLast
+        } else {
+            crate::engine::Layout::Nchw
+        },
         images.len()
     )?;
     let options = crate::training::bench::BenchOptions {

@@ -70,8 +70,8 @@ pub struct Runtime {
     pub device: DeviceChoice,
     /// LibTorch's intra-op CPU threads (LibTorch's default, all cores, when `None`).
     pub threads: Option<usize>,
-    /// The activations' layout [default: the device's, [`Layout::for_device`]].
-    pub layout: Option<Layout>,
+    /// The activations' layout.
+    pub layout: Layout,
 }
 
 impl Runtime {
@@ -81,7 +81,7 @@ impl Runtime {
         if let Some(t) = self.threads {
             set_threads(t)?;
         }
-        set_layout(self.layout.unwrap_or(Layout::for_device(self.device)));
+        set_layout(self.layout);
         device(self.device)
     }
 }
@@ -90,23 +90,31 @@ impl Runtime {
 /// either way, up to the order of a convolution's sums; only the speed differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
-    /// NCHW, PyTorch's default.
+    /// The one measured faster for the device and the model's width
+    /// ([`Layout::channels_last_for`]).
     #[default]
+    Auto,
+    /// NCHW, PyTorch's default.
     Nchw,
     /// Channels last (NHWC in memory, PyTorch's `torch.channels_last`), the layout of
-    /// cuDNN's tensor-core convolutions.
+    /// oneDNN's and cuDNN's fastest convolutions.
     ChannelsLast,
 }
 
+/// The narrowest model that trains faster channels-last on the CPU.
+const CPU_CHANNELS_LAST_MIN_FILTERS: usize = 32;
+
 impl Layout {
-    /// The default layout on `device`: channels-last. On a 2-core Intel Xeon it trained
-    /// `small` about 4% faster than NCHW and `tiny` about 4% slower
-    /// (`docs/performance.md`); on a GPU it is the layout of cuDNN's tensor-core
-    /// convolutions, as PyTorch advises (not yet measured here).
-    pub fn for_device(device: DeviceChoice) -> Self {
-        match device {
-            DeviceChoice::Cpu => Self::ChannelsLast,
-            DeviceChoice::Cuda(_) => Self::ChannelsLast,
+    /// Whether a model of `nr_filters` filters on `device` computes channels-last.
+    /// `Auto` on a GPU: yes, as PyTorch advises for tensor cores (not yet measured here).
+    /// `Auto` on the CPU: from 32 filters up. On a 2-core Intel Xeon, `small` (32
+    /// filters) trained 4% faster channels-last and `tiny` (8 filters, where the cost per
+    /// operation dominates) 18% slower (`docs/performance.md`).
+    pub fn channels_last_for(self, device: Device, nr_filters: usize) -> bool {
+        match self {
+            Self::ChannelsLast => true,
+            Self::Nchw => false,
+            Self::Auto => device.is_cuda() || nr_filters >= CPU_CHANNELS_LAST_MIN_FILTERS,
         }
     }
 }
@@ -114,6 +122,7 @@ impl Layout {
 impl fmt::Display for Layout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::Auto => "auto",
             Self::ChannelsLast => "channels-last",
             Self::Nchw => "nchw",
         })
@@ -125,33 +134,37 @@ impl FromStr for Layout {
 
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
             "channels-last" | "channels_last" | "nhwc" => Ok(Self::ChannelsLast),
             "nchw" | "contiguous" => Ok(Self::Nchw),
             _ => Err(Error::Config(format!(
-                "unknown layout `{s}`: use channels-last or nchw"
+                "unknown layout `{s}`: use auto, channels-last or nchw"
             ))),
         }
     }
 }
 
-/// The layout of models built from now on ([`Runtime::start`] sets it once per command).
-static CHANNELS_LAST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The layout of models built from now on ([`Runtime::start`] sets it once per command):
+/// 0 auto, 1 NCHW, 2 channels-last.
+static LAYOUT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Sets the layout that models built from now on compute in (a model's own
 /// `set_layout` overrides it).
 pub fn set_layout(layout: Layout) {
-    CHANNELS_LAST.store(
-        layout == Layout::ChannelsLast,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let code = match layout {
+        Layout::Auto => 0,
+        Layout::Nchw => 1,
+        Layout::ChannelsLast => 2,
+    };
+    LAYOUT.store(code, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The layout new models compute in.
 pub fn layout() -> Layout {
-    if CHANNELS_LAST.load(std::sync::atomic::Ordering::Relaxed) {
-        Layout::ChannelsLast
-    } else {
-        Layout::Nchw
+    match LAYOUT.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Layout::Nchw,
+        2 => Layout::ChannelsLast,
+        _ => Layout::Auto,
     }
 }
 
@@ -293,6 +306,25 @@ mod tests {
         assert!(!tf32_allowed());
         assert_eq!("tf32".parse::<Precision>().unwrap(), Precision::Tf32);
         assert_eq!(Precision::Tf32.compute_kind(), Kind::Float);
+    }
+
+    /// `auto` is channels-last on a GPU and on the CPU from 32 filters up; the other two
+    /// are what they say; every name parses back from its printed form.
+    #[test]
+    fn layouts_parse_print_and_resolve() {
+        for layout in [Layout::Auto, Layout::Nchw, Layout::ChannelsLast] {
+            assert_eq!(layout.to_string().parse::<Layout>().unwrap(), layout);
+        }
+        assert_eq!("NHWC".parse::<Layout>().unwrap(), Layout::ChannelsLast);
+        let err = "nwhc".parse::<Layout>().unwrap_err().to_string();
+        assert!(err.contains("auto, channels-last or nchw"), "{err}");
+        let cpu = Device::Cpu;
+        assert!(!Layout::Auto.channels_last_for(cpu, 8));
+        assert!(!Layout::Auto.channels_last_for(cpu, 31));
+        assert!(Layout::Auto.channels_last_for(cpu, 32));
+        assert!(Layout::Auto.channels_last_for(Device::Cuda(0), 8));
+        assert!(Layout::ChannelsLast.channels_last_for(cpu, 8));
+        assert!(!Layout::Nchw.channels_last_for(cpu, 160));
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl Hybrid {
             bottleneck: c.bottleneck,
             params,
             compute: Kind::Float,
-            channels_last: crate::engine::layout() == Layout::ChannelsLast,
+            channels_last: crate::engine::layout().channels_last_for(device, c.nr_filters),
         })
     }
 
@@ -159,7 +159,7 @@ impl Hybrid {
     /// Lays out the activations as `layout` from now on (by laying out the inputs so: a
     /// convolution's weight, padding and output follow its input's layout).
     pub fn set_layout(&mut self, layout: Layout) {
-        self.channels_last = layout == Layout::ChannelsLast;
+        self.channels_last = layout.channels_last_for(self.device(), self.config.nr_filters);
     }
 
     /// `x` in the model's layout.

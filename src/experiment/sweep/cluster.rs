@@ -56,7 +56,7 @@ pub fn submit(
         threads: plan.threads.or(options.cpus_per_task).unwrap_or(1),
         device: plan.device,
         precision: plan.precision,
-        layout: plan.layout(),
+        layout: plan.layout,
         tensorboard: plan.tensorboard,
     };
     let exe = ibvae_executable();

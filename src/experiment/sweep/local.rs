@@ -238,7 +238,7 @@ impl<'a> LocalSweep<'a> {
         .arg(run)
         .args(["--threads", &self.threads.to_string()])
         .args(["--device", &self.plan.device.to_string()])
-        .args(["--layout", &self.plan.layout().to_string()]);
+        .args(["--layout", &self.plan.layout.to_string()]);
         match phase {
             Phase::Training => {
                 if !self.plan.tensorboard {

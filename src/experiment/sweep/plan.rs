@@ -107,8 +107,8 @@ pub struct SweepPlan {
     pub threads: Option<usize>,
     pub device: DeviceChoice,
     pub precision: Precision,
-    /// Memory layout of every run's activations [default: the device's].
-    pub layout: Option<Layout>,
+    /// Memory layout of every run's activations.
+    pub layout: Layout,
     /// Submit the runs to SLURM as an array job instead of running them here.
     pub slurm: Option<SlurmOptions>,
     /// Only show where each run stands (and refresh `results.csv`).
@@ -123,11 +123,6 @@ impl SweepPlan {
     /// The run directory of `member`.
     pub fn run_dir(&self, member: &Member) -> RunDir {
         RunDir::new(self.out.join(&member.name))
-    }
-
-    /// The layout the runs compute in: the one asked for, else the device's.
-    pub fn layout(&self) -> Layout {
-        self.layout.unwrap_or(Layout::for_device(self.device))
     }
 }
 
