@@ -6,7 +6,12 @@
 //! - records the libraries' directory as an rpath in every binary of the crate, so that
 //!   `ibvae` and the tests run without `LD_LIBRARY_PATH`;
 //! - keeps LibTorch's CUDA library linked: nothing calls it by name, so the linker's
-//!   `--as-needed` would drop it and CUDA would not be found at run time.
+//!   `--as-needed` would drop it and CUDA would not be found at run time;
+//! - compiles the C++ file's CUDA-graph part (`IBVAE_WITH_CUDA`) and links `torch_cuda`
+//!   and `c10_cuda` when LibTorch has CUDA and CUDA's headers are found: the PyTorch
+//!   wheel's `nvidia/cu13/include` (with `nvidia-cuda-crt`, which `./setup.sh` installs),
+//!   `$CUDA_HOME/include` or `/usr/local/cuda/include`. Without them the graph functions
+//!   report that this build has none.
 
 use std::path::{Path, PathBuf};
 
@@ -20,8 +25,16 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
     let lib_dir = libtorch_lib_dir();
-    compile_cpp(&lib_dir);
+    let cuda = cuda_include(&lib_dir);
+    if lib_dir.join("libtorch_cuda.so").exists() && cuda.is_none() {
+        println!(
+            "cargo:warning=LibTorch has CUDA but CUDA's headers (crt/host_config.h) were not \
+             found: this build has no CUDA graphs (run ./setup.sh, or set CUDA_HOME)"
+        );
+    }
+    compile_cpp(&lib_dir, cuda.as_deref());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
     if lib_dir.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
@@ -39,8 +52,26 @@ fn libtorch_lib_dir() -> PathBuf {
     std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.into())
 }
 
-/// Compiles [`CPP_SOURCES`] against LibTorch's headers and links them with [`CPP_LINKS`].
-fn compile_cpp(lib_dir: &Path) {
+/// CUDA's header folder, when LibTorch has CUDA and the headers are complete (the
+/// wheel's lack `crt/host_config.h` until `nvidia-cuda-crt` is installed).
+fn cuda_include(lib_dir: &Path) -> Option<PathBuf> {
+    if !lib_dir.join("libtorch_cuda.so").exists() {
+        return None;
+    }
+    let torch = lib_dir.parent()?;
+    let mut candidates = vec![torch.join("../nvidia/cu13/include")];
+    if let Some(home) = std::env::var_os("CUDA_HOME") {
+        candidates.push(PathBuf::from(home).join("include"));
+    }
+    candidates.push(PathBuf::from("/usr/local/cuda/include"));
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("cuda_runtime.h").exists() && dir.join("crt/host_config.h").exists())
+}
+
+/// Compiles [`CPP_SOURCES`] against LibTorch's headers (and CUDA's, with `cuda`) and links
+/// them with [`CPP_LINKS`] (and LibTorch's CUDA libraries).
+fn compile_cpp(lib_dir: &Path, cuda: Option<&Path>) {
     let root = lib_dir.parent().unwrap_or(lib_dir);
     let include = root.join("include");
     let mut build = cc::Build::new();
@@ -58,6 +89,11 @@ fn compile_cpp(lib_dir: &Path) {
             "-isystem{}",
             include.join("torch/csrc/api/include").display()
         ));
+    if let Some(cuda) = cuda {
+        build
+            .define("IBVAE_WITH_CUDA", None)
+            .flag(format!("-isystem{}", cuda.display()));
+    }
     for source in CPP_SOURCES {
         println!("cargo:rerun-if-changed={source}");
     }
@@ -65,6 +101,11 @@ fn compile_cpp(lib_dir: &Path) {
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     for lib in CPP_LINKS {
         println!("cargo:rustc-link-lib=dylib={lib}");
+    }
+    if cuda.is_some() {
+        for lib in ["torch_cuda", "c10_cuda"] {
+            println!("cargo:rustc-link-lib=dylib={lib}");
+        }
     }
 }
 

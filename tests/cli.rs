@@ -447,6 +447,23 @@ fn bad_input_is_a_clear_error() {
     let err = run_err(&train_tiny(data_s, run_s, &["--bottleneck", "gd:1.2"]));
     assert!(err.contains("[0, 1)"), "{err}");
     assert!(!run.exists(), "nothing is written for a bad flag");
+    // CUDA graphs on the CPU, in training and in the benchmark.
+    let err = run_err(&train_tiny(data_s, run_s, &["--cuda-graph", "on"]));
+    assert!(err.contains("--cuda-graph on needs a CUDA device"), "{err}");
+    assert!(
+        !run.exists(),
+        "nothing is written for a refused --cuda-graph"
+    );
+    let err = run_err(&[
+        "bench",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--cuda-graph",
+        "on",
+    ]);
+    assert!(err.contains("--cuda-graph on needs a CUDA device"), "{err}");
     // A missing data directory.
     let err = run_err(&train_tiny("/nonexistent/x", run_s, &[]));
     assert!(err.contains("ibvae download"), "{err}");

@@ -45,6 +45,7 @@ fn an_evaluation_cut_short_by_a_stop_is_done_on_resume() {
     let session = |stop: bool| Session {
         device: ibvae::engine::cpu(),
         precision: Precision::F32,
+        cuda_graph: ibvae::training::graph::GraphMode::Off,
         progress: false,
         stop: Arc::new(AtomicBool::new(stop)),
         max_session_steps: None,

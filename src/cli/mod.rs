@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{DeviceChoice, Layout, Precision};
 use crate::model::bottleneck::BottleneckSpec;
+use crate::training::graph::GraphMode;
 use crate::training::sample::Method;
 
 /// Information bottlenecks in hybrid VAE + PixelCNN++ image models (Rey & Mnih 2021).
@@ -177,6 +178,10 @@ pub struct TrainArgs {
     pub force: bool,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    /// on: capture the training step in one CUDA graph after a few steps and replay it
+    /// (CUDA only) [default: on for CUDA, off on the CPU].
+    #[arg(long)]
+    pub cuda_graph: Option<GraphMode>,
     /// Stop with a checkpoint after N steps of this session (the run stays resumable).
     #[arg(long, hide = true)]
     pub stop_after: Option<u64>,
@@ -213,6 +218,10 @@ pub struct SweepArgs {
     pub jobs: usize,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    /// on: capture the training step in one CUDA graph after a few steps and replay it
+    /// (CUDA only) [default: on for CUDA, off on the CPU].
+    #[arg(long)]
+    pub cuda_graph: Option<GraphMode>,
     #[command(flatten)]
     pub slurm: SlurmArgs,
     /// Show where each run stands (SLURM's queue where there is one) and refresh
@@ -352,6 +361,10 @@ pub struct BenchArgs {
     pub seed: u64,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    /// on: capture the training step in one CUDA graph after a few steps and replay it
+    /// (CUDA only) [default: on for CUDA, off on the CPU].
+    #[arg(long)]
+    pub cuda_graph: Option<GraphMode>,
     /// Print the report as JSON (before the last line).
     #[arg(long)]
     pub json: bool,

@@ -83,6 +83,7 @@ impl SweepArgs {
             device: self.compute.runtime.device,
             layout: self.compute.runtime.layout,
             precision: self.compute.precision,
+            cuda_graph: self.cuda_graph,
             slurm: self.slurm.resolve(),
             status: self.status,
             force: self.force,
@@ -121,6 +122,7 @@ pub fn run(cli: Cli) -> Result<()> {
             overrides: a.settings.overrides(),
             runtime: a.compute.runtime.resolve(),
             precision: a.compute.precision,
+            cuda_graph: a.cuda_graph,
             stop_after: a.stop_after,
             tensorboard: !a.no_tensorboard,
         }),
@@ -171,6 +173,7 @@ pub fn run(cli: Cli) -> Result<()> {
             seed: a.seed,
             runtime: a.compute.runtime.resolve(),
             precision: a.compute.precision,
+            cuda_graph: a.cuda_graph,
             json: a.json,
         }),
         Command::BenchSample(a) => bench::sample(bench::BenchSampleRequest {

@@ -10,6 +10,7 @@ use crate::io::data::{self, Dataset};
 use crate::io::lock::DirLock;
 use crate::io::run_dir::RunDir;
 use crate::model::bottleneck::BottleneckSpec;
+use crate::training::graph::GraphMode;
 use crate::training::trainer::{Session, StartMode, prepare_run};
 
 /// What `ibvae train` was asked to do.
@@ -25,6 +26,8 @@ pub struct TrainRequest {
     pub start: StartMode,
     pub runtime: Runtime,
     pub precision: Precision,
+    /// `--cuda-graph`, if given.
+    pub cuda_graph: Option<GraphMode>,
     /// Stop with a checkpoint after this many steps of this session (tests).
     pub stop_after: Option<u64>,
     /// Write TensorBoard event files into the run directory.
@@ -33,6 +36,7 @@ pub struct TrainRequest {
 
 pub fn run(args: TrainRequest) -> Result<()> {
     let device = args.runtime.start()?;
+    let cuda_graph = GraphMode::resolve(args.cuda_graph, device)?;
     let run_path = args.run.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!(
             "{}-{}",
@@ -77,6 +81,7 @@ pub fn run(args: TrainRequest) -> Result<()> {
     let session = Session {
         device,
         precision: args.precision,
+        cuda_graph,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         stop,
         max_session_steps: args.stop_after,

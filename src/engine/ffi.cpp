@@ -1,7 +1,8 @@
 // The crate's own calls into LibTorch's C++ API, for what `tch` does not bind: the
 // process-wide TF32 flags of `at::globalContext()` and the fused multi-tensor optimizer
 // kernels (`at::_fused_adam_`), and one fused operation of the model with its own gradient
-// (`concat_elu` with the zero padding of the convolution that reads it). `build.rs` compiles this file against LibTorch's headers;
+// (`concat_elu` with the zero padding of the convolution that reads it), and CUDA graphs
+// (`at::cuda::CUDAGraph`, compiled in when LibTorch has CUDA: `IBVAE_WITH_CUDA`). `build.rs` compiles this file against LibTorch's headers;
 // `ffi.rs` beside it declares every function below and wraps it in a safe Rust function.
 //
 // The error rule: no C++ exception may cross into Rust (unwinding through an `extern "C"`
@@ -26,6 +27,14 @@
 #include <ATen/ops/sigmoid_backward.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/custom_function.h>
+
+#ifdef IBVAE_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <optional>
+#endif
 
 #include <cstdlib>
 #include <cstring>
@@ -162,6 +171,10 @@ char* ibvae_fused_adam_(IbvaeAdamLists lists, const at::Tensor* lr,
                         IbvaeAdamConstants constants) {
   return guarded([&] {
     TORCH_CHECK(lr != nullptr, "ibvae_fused_adam_: no learning-rate tensor");
+    // LibTorch's CUDA kernel reads a tensor learning rate as float32 (the CPU one as a
+    // double, whatever its type).
+    TORCH_CHECK(lr->device().is_cpu() || lr->scalar_type() == at::kFloat,
+                "ibvae_fused_adam_: on a GPU the learning rate must be a float32 tensor");
     const at::NoGradGuard no_grad;
     const std::vector<at::Tensor> params = to_vector(lists.params);
     const std::vector<at::Tensor> grads = to_vector(lists.grads);
@@ -307,3 +320,165 @@ char* ibvae_concat_elu_padded(const at::Tensor* x, int64_t left, int64_t right, 
 }
 
 }  // extern "C"
+
+// ---------------------------------------------------------------------------------------
+// CUDA graphs: one training step captured once and replayed (`at::cuda::CUDAGraph`).
+// ---------------------------------------------------------------------------------------
+
+// A graph and the side stream it is captured on. Without CUDA (`IBVAE_WITH_CUDA` unset:
+// LibTorch or CUDA's headers had no CUDA), every function below reports that instead.
+struct IbvaeGraph {
+#ifdef IBVAE_WITH_CUDA
+  // Made at the capture (making one touches the CUDA runtime, which a machine without a
+  // GPU refuses).
+  std::optional<at::cuda::CUDAGraph> graph;
+  // The stream before the side stream, set between `ibvae_graph_side_stream(.., true)`
+  // and `(.., false)`: warm-up steps and the capture run on a stream of LibTorch's pool,
+  // never on the default stream (which cannot be captured). Set by hand rather than with
+  // a `CUDAStreamGuard`, whose inline code would call the CUDA runtime directly and tie
+  // the binary to one copy of it.
+  std::optional<c10::cuda::CUDAStream> side;
+  // The current device before the side stream (the graph's device is made current, so
+  // that the capture, its memory pool and its generator are that device's).
+  c10::DeviceIndex previous_device = 0;
+#endif
+};
+
+namespace {
+
+#ifdef IBVAE_WITH_CUDA
+IbvaeGraph& checked(IbvaeGraph* graph) {
+  TORCH_CHECK(graph != nullptr, "no CUDA graph");
+  return *graph;
+}
+
+// Back to the stream and device before the side stream, if it was entered.
+void leave_side_stream(IbvaeGraph& g) {
+  if (g.side.has_value()) {
+    c10::cuda::setCurrentCUDAStream(*g.side);
+    g.side.reset();
+    c10::cuda::set_device(g.previous_device);
+  }
+}
+#else
+[[noreturn]] void no_cuda() {
+  TORCH_CHECK(false, "this ibvae was built against a LibTorch without CUDA (or without CUDA's "
+                     "headers), so it has no CUDA graphs: run with --cuda-graph off");
+}
+#endif
+
+}  // namespace
+
+extern "C" {
+
+// Whether this build has CUDA graphs, written to `yes`.
+char* ibvae_cuda_graphs_built(bool* yes) {
+  return guarded([&] {
+    TORCH_CHECK(yes != nullptr, "ibvae_cuda_graphs_built: no place for the answer");
+#ifdef IBVAE_WITH_CUDA
+    *yes = true;
+#else
+    *yes = false;
+#endif
+  });
+}
+
+// A new, empty graph, written to `out`; freed with `ibvae_graph_free`.
+char* ibvae_graph_new(IbvaeGraph** out) {
+  return guarded([&] {
+    TORCH_CHECK(out != nullptr, "ibvae_graph_new: no place for the graph");
+#ifdef IBVAE_WITH_CUDA
+    *out = new IbvaeGraph();
+#else
+    no_cuda();
+#endif
+  });
+}
+
+// Frees a graph, first leaving its side stream if a warm-up or a capture was cut short.
+void ibvae_graph_free(IbvaeGraph* graph) {
+#ifdef IBVAE_WITH_CUDA
+  if (graph != nullptr) {
+    char* error = guarded([&] { leave_side_stream(*graph); });
+    ibvae_free_error(error);
+  }
+#endif
+  delete graph;
+}
+
+// Enters (`enter`) a side stream of GPU `device` after the work queued so far, or returns
+// to the stream before it once the side stream's work is done.
+char* ibvae_graph_side_stream(IbvaeGraph* graph, int64_t device, bool enter) {
+  return guarded([&] {
+#ifdef IBVAE_WITH_CUDA
+    IbvaeGraph& g = checked(graph);
+    const auto index = static_cast<c10::DeviceIndex>(device);
+    c10::cuda::device_synchronize();
+    if (enter) {
+      TORCH_CHECK(!g.side.has_value(), "the side stream was entered twice");
+      g.previous_device = c10::cuda::current_device();
+      c10::cuda::set_device(index);
+      g.side.emplace(c10::cuda::getCurrentCUDAStream(index));
+      c10::cuda::setCurrentCUDAStream(
+          c10::cuda::getStreamFromPool(/*isHighPriority=*/false, index));
+    } else {
+      leave_side_stream(g);
+    }
+#else
+    (void)graph;
+    (void)device;
+    (void)enter;
+    no_cuda();
+#endif
+  });
+}
+
+// Starts recording the kernels launched on the side stream (which must be entered) instead
+// of running them. LibTorch registers its default CUDA generator with the graph, so the
+// random draws of each replay follow the generator's seed at the replay.
+char* ibvae_graph_capture_begin(IbvaeGraph* graph) {
+  return guarded([&] {
+#ifdef IBVAE_WITH_CUDA
+    IbvaeGraph& g = checked(graph);
+    TORCH_CHECK(g.side.has_value(), "a CUDA graph is captured on the side stream");
+    TORCH_CHECK(!g.graph.has_value(), "a CUDA graph is captured once");
+    g.graph.emplace();
+    g.graph->capture_begin();
+#else
+    (void)graph;
+    no_cuda();
+#endif
+  });
+}
+
+// Ends the recording and makes the graph ready to replay.
+char* ibvae_graph_capture_end(IbvaeGraph* graph) {
+  return guarded([&] {
+#ifdef IBVAE_WITH_CUDA
+    IbvaeGraph& g = checked(graph);
+    TORCH_CHECK(g.graph.has_value(), "no capture was begun");
+    g.graph->capture_end();
+#else
+    (void)graph;
+    no_cuda();
+#endif
+  });
+}
+
+// Runs the recorded kernels once, on the current stream, with the tensors they were
+// recorded on (their addresses are fixed: the caller copies new inputs into them).
+char* ibvae_graph_replay(IbvaeGraph* graph) {
+  return guarded([&] {
+#ifdef IBVAE_WITH_CUDA
+    IbvaeGraph& g = checked(graph);
+    TORCH_CHECK(g.graph.has_value(), "the CUDA graph was not captured");
+    g.graph->replay();
+#else
+    (void)graph;
+    no_cuda();
+#endif
+  });
+}
+
+}  // extern "C"
+

@@ -165,6 +165,73 @@ pub fn gated_residual(x: &Tensor, c: &Tensor) -> Result<Tensor> {
 }
 
 // ---------------------------------------------------------------------------------------
+// CUDA graphs
+// ---------------------------------------------------------------------------------------
+
+/// Whether this build has CUDA graphs: LibTorch has CUDA and `build.rs` found CUDA's headers.
+pub fn cuda_graphs_built() -> Result<bool> {
+    let mut yes = false;
+    // SAFETY: `yes` is a valid place for the answer for the whole call.
+    check(unsafe { ibvae_cuda_graphs_built(&mut yes) })?;
+    Ok(yes)
+}
+
+/// A CUDA graph (`at::cuda::CUDAGraph`) with the side stream it is captured on.
+#[derive(Debug)]
+pub struct CudaGraph {
+    graph: *mut CGraph,
+}
+
+impl CudaGraph {
+    /// An empty graph; an error on a build without CUDA graphs.
+    pub fn new() -> Result<Self> {
+        let mut graph: *mut CGraph = std::ptr::null_mut();
+        // SAFETY: on success `graph` holds a graph allocated in C++, freed once in `drop`.
+        check(unsafe { ibvae_graph_new(&mut graph) })?;
+        Ok(Self { graph })
+    }
+
+    /// Enters a side stream of GPU `device` after the work queued so far (`enter`), or
+    /// returns to the previous stream once the side stream's work is done. Warm-up steps
+    /// and the capture run there.
+    pub fn side_stream(&mut self, device: usize, enter: bool) -> Result<()> {
+        // SAFETY: `self.graph` is live; the C++ side checks the index.
+        check(unsafe { ibvae_graph_side_stream(self.graph, device as i64, enter) })
+    }
+
+    /// Records the kernels launched from now on instead of running them.
+    pub fn capture_begin(&mut self) -> Result<()> {
+        // SAFETY: `self.graph` is live.
+        check(unsafe { ibvae_graph_capture_begin(self.graph) })
+    }
+
+    /// Ends the recording.
+    pub fn capture_end(&mut self) -> Result<()> {
+        // SAFETY: `self.graph` is live.
+        check(unsafe { ibvae_graph_capture_end(self.graph) })
+    }
+
+    /// Runs the recorded kernels once.
+    pub fn replay(&mut self) -> Result<()> {
+        // SAFETY: `self.graph` is live.
+        check(unsafe { ibvae_graph_replay(self.graph) })
+    }
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        // SAFETY: the graph was allocated by `ibvae_graph_new` and is freed once, here.
+        unsafe { ibvae_graph_free(self.graph) }
+    }
+}
+
+/// `IbvaeGraph` in `ffi.cpp`, opaque here.
+#[repr(C)]
+struct CGraph {
+    _private: [u8; 0],
+}
+
+// ---------------------------------------------------------------------------------------
 // The C++ side
 // ---------------------------------------------------------------------------------------
 
@@ -212,6 +279,13 @@ unsafe extern "C" {
         bottom: i64,
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
+    fn ibvae_cuda_graphs_built(yes: *mut bool) -> *mut c_char;
+    fn ibvae_graph_new(out: *mut *mut CGraph) -> *mut c_char;
+    fn ibvae_graph_free(graph: *mut CGraph);
+    fn ibvae_graph_side_stream(graph: *mut CGraph, device: i64, enter: bool) -> *mut c_char;
+    fn ibvae_graph_capture_begin(graph: *mut CGraph) -> *mut c_char;
+    fn ibvae_graph_capture_end(graph: *mut CGraph) -> *mut c_char;
+    fn ibvae_graph_replay(graph: *mut CGraph) -> *mut c_char;
     fn ibvae_gated_residual(
         x: *const C_tensor,
         c: *const C_tensor,

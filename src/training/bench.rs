@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::io::data::{ImageSet, images_to_tensor};
 use crate::model::hybrid::Hybrid;
 use crate::model::nn::Mode;
+use crate::training::graph::{GraphMode, Stepper};
 use crate::training::step::{Learner, NonFiniteLoss, StepTimes};
 
 /// Warm-up steps left out of the timing (as the reference).
@@ -46,6 +47,8 @@ pub struct BenchOptions {
     pub seed: u64,
     pub device: Device,
     pub precision: Precision,
+    /// Steps replayed from a CUDA graph (no split of a step into its parts then).
+    pub cuda_graph: GraphMode,
 }
 
 /// Times `steps` training steps and `steps` forwards after the warm-up.
@@ -55,16 +58,12 @@ pub fn bench(
     options: BenchOptions,
     mut log: impl FnMut(&str),
 ) -> Result<BenchReport> {
-    let BenchOptions {
-        batch,
-        steps,
-        seed,
-        device,
-        precision,
-    } = options;
+    let (batch, steps, seed, device) = (options.batch, options.steps, options.seed, options.device);
+    let mut stepper = Stepper::new(options.cuda_graph, device, batch)?;
+    let warmup = WARMUP.max(stepper.warmup());
     seed_torch(seed);
     let mut model = Hybrid::new(config, device)?;
-    model.set_precision(precision);
+    model.set_precision(options.precision);
     let params = model.num_params();
     let mut learner = Learner::new(model, AdamSettings::default(), None);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -82,26 +81,35 @@ pub fn bench(
     };
     let mut step_s = Vec::with_capacity(steps);
     let mut parts: [Vec<f64>; 3] = Default::default();
-    for step in 0..WARMUP + steps {
+    for step in 0..warmup + steps {
         let bytes = pick(&mut rng);
         sync(device);
         let t0 = Instant::now();
         let x = images_to_tensor(&bytes, shape, device);
         let mut times = StepTimes::default();
-        // A NaN here is a finding, not a reason to stop timing: the step is skipped.
-        let loss = learner
-            .step(&x, 1e-4, Some(&mut times))
-            .map_or_else(|NonFiniteLoss(loss)| loss, |t| t.loss_bpd);
+        // A NaN here is a finding, not a reason to stop timing: an ordinary step is
+        // skipped (a replayed graph has applied its update).
+        let result = stepper.step(&mut learner, &x, 1e-4, Some(&mut times))?;
+        let loss = result.map_or_else(|NonFiniteLoss(loss)| loss, |t| t.loss_bpd);
         let dt = t0.elapsed().as_secs_f64();
-        let warm = step < WARMUP;
+        let warm = step < warmup;
         if !warm {
             step_s.push(dt);
-            parts[0].push(dt - times.backward - times.update);
-            parts[1].push(times.backward);
-            parts[2].push(times.update);
+            // A replayed graph has no parts (NaN, `null` in JSON).
+            let split = match stepper.is_graphed() {
+                true => [f64::NAN; 3],
+                false => [
+                    dt - times.backward - times.update,
+                    times.backward,
+                    times.update,
+                ],
+            };
+            for (list, v) in parts.iter_mut().zip(split) {
+                list.push(v);
+            }
         }
         log(&format!(
-            "step {step:3}{} loss {loss:.4} bpd  {dt:.3} s  {:.2} img/s",
+            "step {step:3}{} loss {loss:.6} bpd  {dt:.3} s  {:.2} img/s",
             if warm { " (warm-up)" } else { "" },
             batch as f64 / dt
         ));

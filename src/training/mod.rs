@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod board;
 pub mod evaluate;
+pub mod graph;
 pub mod log;
 pub mod optim;
 pub mod restore;

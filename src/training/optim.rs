@@ -62,6 +62,18 @@ fn on_device(tensors: &NamedTensors, device: Device) -> BTreeMap<String, Tensor>
         .collect()
 }
 
+/// The learning rate as a one-element tensor for the fused kernel on `device`: LibTorch's
+/// CUDA kernel reads it as float32, the CPU kernel as a double (so a CPU run keeps the
+/// rate's every bit).
+pub fn lr_tensor(lr: f64, device: Device) -> Tensor {
+    let kind = if device.is_cuda() {
+        Kind::Float
+    } else {
+        Kind::Double
+    };
+    Tensor::from(lr).to_kind(kind).to_device(device)
+}
+
 impl Adam {
     pub fn new(settings: AdamSettings) -> Self {
         Self {
@@ -79,7 +91,22 @@ impl Adam {
     /// LibTorch's fused kernel over all of them at once (`torch.optim.Adam(fused=True)`):
     /// a few launches per step on a GPU instead of several per parameter.
     pub fn step(&mut self, params: &NamedParams, grads: &[Tensor], lr: f64) {
+        let Some((_, first)) = params.first() else {
+            return;
+        };
+        let device = first.device();
         self.t += 1;
+        // The step number as PyTorch keeps it, a float32 scalar (the kernel only reads it);
+        // exact up to 2^24 steps.
+        let step = Tensor::from(self.t as f32).to_device(device);
+        self.update(params, grads, &lr_tensor(lr, device), &step);
+    }
+
+    /// [`Adam::step`]'s update with the learning rate and the step number `t` (already
+    /// counting this step) read from one-element tensors on the parameters' device, and
+    /// `self.t` left alone: what a captured CUDA graph replays, with the caller keeping
+    /// both tensors and `t` up to date.
+    pub fn update(&mut self, params: &NamedParams, grads: &[Tensor], lr: &Tensor, step: &Tensor) {
         let (mut p, mut g, mut m, mut v) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for ((name, param), grad) in params.iter().zip(grads) {
             if !grad.defined() {
@@ -91,15 +118,10 @@ impl Adam {
             m.push(m_i);
             v.push(v_i);
         }
-        let Some(first) = p.first() else {
+        if p.is_empty() {
             return;
-        };
-        let device = first.device();
-        // The step number as PyTorch keeps it, a float32 scalar per parameter (the kernel
-        // only reads it); exact up to 2^24 steps.
-        let step = Tensor::from(self.t as f32).to_device(device);
+        }
         let steps: Vec<Tensor> = p.iter().map(|_| step.shallow_clone()).collect();
-        let lr = Tensor::from(lr).to_device(device);
         let lists = AdamLists {
             params: &p,
             grads: &g,
@@ -108,7 +130,7 @@ impl Adam {
             state_steps: &steps,
         };
         let AdamSettings { beta1, beta2, eps } = self.settings;
-        fused_adam_(lists, &lr, AdamConstants { beta1, beta2, eps })
+        fused_adam_(lists, lr, AdamConstants { beta1, beta2, eps })
             .expect("Adam's lists are built above with one entry per parameter");
     }
 

@@ -71,19 +71,11 @@ impl Learner {
         times: Option<&mut StepTimes>,
     ) -> Result<StepTerms, NonFiniteLoss> {
         let t0 = Instant::now();
-        let out = self.model.forward(x, Mode::Train);
-        // Optimise the batch mean of the per-image loss in bits/dim (Adam is scale-free;
-        // this keeps the logged loss readable).
-        let dims = self.model.config.dims();
-        let loss = out.loss.mean(Kind::Float) * bits_per_dim_factor(dims); // []
+        let (loss, figures) = self.loss(x);
         // One transfer to the host per step: the loss and the batch's sums.
-        let host = host_f64(&Tensor::cat(
-            &[loss.detach().reshape([1]), out.terms.batch_sums()],
-            0,
-        ));
-        let loss_bpd = host[0];
-        if !loss_bpd.is_finite() {
-            return Err(NonFiniteLoss(loss_bpd));
+        let host = host_f64(&figures);
+        if !host[0].is_finite() {
+            return Err(NonFiniteLoss(host[0]));
         }
         let t1 = Instant::now();
         let params = self.model.params();
@@ -105,11 +97,48 @@ impl Learner {
                 update: t2.elapsed().as_secs_f64(),
             };
         }
-        Ok(StepTerms {
-            loss_bpd,
-            sums: Terms::from_values([host[1], host[2], host[3], host[4], host[5]]),
-            images: x.size()[0] as usize,
-        })
+        Ok(step_terms(&host, x))
+    }
+
+    /// The loss the step minimises, the batch mean of the per-image loss in bits/dim, and
+    /// the step's figures on the device: `[loss, nelbo, kl, recon, vb_rate, aux_nll]`, the
+    /// terms summed over the batch (nats).
+    fn loss(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let out = self.model.forward(x, Mode::Train);
+        // Optimise the batch mean of the per-image loss in bits/dim (Adam is scale-free;
+        // this keeps the logged loss readable).
+        let dims = self.model.config.dims();
+        let loss = out.loss.mean(Kind::Float) * bits_per_dim_factor(dims); // []
+        let figures = Tensor::cat(&[loss.detach().reshape([1]), out.terms.batch_sums()], 0);
+        (loss, figures)
+    }
+
+    /// A whole step with no transfer to the host and no host-side state (what a CUDA
+    /// graph captures): the loss, gradients, Adam's update at the learning rate in `lr`
+    /// with `step` (Adam's `t`) incremented on the device first, and the average. Returns
+    /// the step's figures (as [`Learner::step`] reads them), on the device. The caller
+    /// keeps `self.adam.t` in step with `step`.
+    pub fn device_step(&mut self, x: &Tensor, lr: &Tensor, step: &mut Tensor) -> Tensor {
+        let (loss, figures) = self.loss(x);
+        let params = self.model.params();
+        let grads = gradients(params, &loss);
+        let _ = step.g_add_scalar_(1.0);
+        self.adam.update(params, &grads, lr, step);
+        drop(grads);
+        if let Some(e) = &mut self.ema {
+            e.update(params);
+        }
+        figures
+    }
+}
+
+/// A step's terms from its figures on the host (`[loss, nelbo, kl, recon, vb_rate,
+/// aux_nll]`) for the batch `x`.
+pub fn step_terms(host: &[f64], x: &Tensor) -> StepTerms {
+    StepTerms {
+        loss_bpd: host[0],
+        sums: Terms::from_values([host[1], host[2], host[3], host[4], host[5]]),
+        images: x.size()[0] as usize,
     }
 }
 

@@ -23,6 +23,7 @@ use crate::io::data::{Batches, Dataset, images_to_tensor};
 use crate::io::run_dir::RunDir;
 use crate::training::board::Board;
 use crate::training::evaluate::EvalReport;
+use crate::training::graph::{GraphMode, Stepper};
 use crate::training::log::{MetricsLine, Progress, TrainFigures};
 use crate::training::optim::{all_finite, exponential_lr};
 use crate::training::restore;
@@ -56,6 +57,8 @@ pub struct Session {
     pub device: Device,
     /// The floating-point type of convolutions (bf16 on GPUs that have it).
     pub precision: Precision,
+    /// Training steps replayed from a captured CUDA graph.
+    pub cuda_graph: GraphMode,
     /// Show a progress bar on the terminal.
     pub progress: bool,
     /// Set to stop at the next step boundary with a checkpoint (SIGINT).
@@ -148,6 +151,7 @@ pub fn train(
         },
     };
     let (mut last_checkpoint, mut session_steps) = (Instant::now(), 0u64);
+    let mut stepper = Stepper::new(session.cuda_graph, session.device, tc.batch)?;
     // ---- the evaluations owed before the first step
     let Some(mut last_eval) = io.catch_up(&mut learner, &mut state, &schedule)? else {
         return Ok(outcome(state, None, true));
@@ -159,7 +163,8 @@ pub fn train(
         let x = schedule.batch(step, session.device);
         seed_torch(step_seed(tc.seed, step));
         let lr = exponential_lr(tc.lr_start, tc.lr_end, tc.lr_hold, step, total);
-        let batch = learner.step(&x, lr, None).map_err(|NonFiniteLoss(loss)| {
+        let batch = stepper.step(&mut learner, &x, lr, None)?;
+        let batch = batch.map_err(|NonFiniteLoss(loss)| {
             io.log.abandon();
             stopped_by_nan(run, format!("the loss became {loss} at step {step}"), epoch)
         })?;
@@ -491,6 +496,7 @@ mod tests {
         let session = Session {
             device: crate::engine::cpu(),
             precision: Precision::F32,
+            cuda_graph: GraphMode::Off,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
             max_session_steps: Some(3),

@@ -57,6 +57,7 @@ pub fn submit(
         device: plan.device,
         precision: plan.precision,
         layout: plan.layout,
+        cuda_graph: plan.cuda_graph,
         tensorboard: plan.tensorboard,
     };
     let exe = ibvae_executable();

@@ -244,6 +244,9 @@ impl<'a> LocalSweep<'a> {
                 if !self.plan.tensorboard {
                     cmd.arg("--no-tensorboard");
                 }
+                if let Some(g) = self.plan.cuda_graph {
+                    cmd.args(["--cuda-graph", &g.to_string()]);
+                }
                 cmd.arg("--resume")
                     .args(["--precision", &self.plan.precision.to_string()])
             }

@@ -12,6 +12,7 @@ use crate::io::checkpoint::TrainState;
 use crate::io::run_dir::RunDir;
 use crate::model::bottleneck::BottleneckSpec;
 use crate::training::evaluate::EvalReport;
+use crate::training::graph::GraphMode;
 
 /// One configuration of the sweep.
 #[derive(Debug, Clone)]
@@ -109,6 +110,8 @@ pub struct SweepPlan {
     pub precision: Precision,
     /// Memory layout of every run's activations.
     pub layout: Layout,
+    /// `--cuda-graph` for every run, if given.
+    pub cuda_graph: Option<GraphMode>,
     /// Submit the runs to SLURM as an array job instead of running them here.
     pub slurm: Option<SlurmOptions>,
     /// Only show where each run stands (and refresh `results.csv`).

@@ -16,6 +16,7 @@ use std::process::Command;
 
 use crate::engine::{DeviceChoice, Layout, Precision};
 use crate::error::{Error, IoContext, Result};
+use crate::training::graph::GraphMode;
 
 /// What a cluster needs to know about each task.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +48,8 @@ pub struct TaskRuntime {
     pub device: DeviceChoice,
     pub precision: Precision,
     pub layout: Layout,
+    /// `--cuda-graph` for the runs, if given.
+    pub cuda_graph: Option<GraphMode>,
     /// The runs write TensorBoard event files.
     pub tensorboard: bool,
 }
@@ -70,6 +73,73 @@ pub fn script(
     runtime: TaskRuntime,
     options: &SlurmOptions,
 ) -> Result<String> {
+    let head = sbatch_head(sweep, tasks, &runtime, options)?;
+    let runs: Vec<String> = all_runs
+        .iter()
+        .map(|r| format!("  {}", shell_quote(&r.display().to_string())))
+        .collect();
+    let TaskRuntime {
+        threads,
+        device,
+        precision,
+        layout,
+        cuda_graph,
+        tensorboard,
+    } = runtime;
+    let board = if tensorboard { "" } else { " --no-tensorboard" };
+    let graph = cuda_graph.map_or(String::new(), |g| format!(" --cuda-graph {g}"));
+    Ok(format!(
+        r#"#!/usr/bin/env bash
+# Written by `ibvae sweep --slurm`: one array task per sweep member (the task index is the
+# member's position in the sweep). Each task continues its run from config.json and its
+# checkpoint, then evaluates it. SIGUSR1 (before the time limit) and SIGTERM (requeue,
+# preemption, scancel) reach ibvae, which checkpoints and exits; after SIGUSR1 the task
+# requeues itself.
+{head}
+
+runs=(
+{runs}
+)
+run=${{runs[$SLURM_ARRAY_TASK_ID]}}
+ibvae={exe}
+signal=
+child=
+# SIGUSR1 reaches only this shell: pass it on. SIGTERM reaches every process of the job
+# (a second one would make ibvae quit without its checkpoint): only note it.
+trap 'signal=USR1; [ -n "$child" ] && kill -s USR1 "$child" 2>/dev/null' USR1
+trap 'signal=TERM' TERM
+
+echo "task $SLURM_ARRAY_TASK_ID (restart ${{SLURM_RESTART_COUNT:-0}}): $run"
+"$ibvae" train --run "$run" --resume --threads {threads} --device {device} --layout {layout} --precision {precision}{graph}{board} >> "$run/train.log" 2>&1 &
+child=$!
+# A trapped signal interrupts `wait`: wait again until ibvae has saved and exited.
+status=0
+while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done
+child=
+if [ -n "$signal" ]; then
+  echo "stopped by SIG$signal with a checkpoint"
+  if [ "$signal" = USR1 ]; then
+    scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+  fi
+  exit 0
+fi
+[ "$status" -eq 0 ] || {{ echo "training failed ($status): see $run/train.log"; exit "$status"; }}
+"$ibvae" eval --run "$run" --threads {threads} --device {device} --layout {layout} --json >> "$run/train.log" 2>&1
+"#,
+        head = head.join("\n"),
+        runs = runs.join("\n"),
+        exe = shell_quote(&exe.display().to_string()),
+    ))
+}
+
+/// The `#SBATCH` lines of the script: the array, its output, the signal before the time
+/// limit, the resources, and the lines of `--sbatch-extra`.
+fn sbatch_head(
+    sweep: &Path,
+    tasks: &[Task],
+    runtime: &TaskRuntime,
+    options: &SlurmOptions,
+) -> Result<Vec<String>> {
     let indices: Vec<String> = tasks.iter().map(|t| t.index.to_string()).collect();
     let name = sweep
         .file_name()
@@ -108,60 +178,7 @@ pub fn script(
             head.push(line.to_string());
         }
     }
-    let runs: Vec<String> = all_runs
-        .iter()
-        .map(|r| format!("  {}", shell_quote(&r.display().to_string())))
-        .collect();
-    let TaskRuntime {
-        threads,
-        device,
-        precision,
-        layout,
-        tensorboard,
-    } = runtime;
-    let board = if tensorboard { "" } else { " --no-tensorboard" };
-    Ok(format!(
-        r#"#!/usr/bin/env bash
-# Written by `ibvae sweep --slurm`: one array task per sweep member (the task index is the
-# member's position in the sweep). Each task continues its run from config.json and its
-# checkpoint, then evaluates it. SIGUSR1 (before the time limit) and SIGTERM (requeue,
-# preemption, scancel) reach ibvae, which checkpoints and exits; after SIGUSR1 the task
-# requeues itself.
-{head}
-
-runs=(
-{runs}
-)
-run=${{runs[$SLURM_ARRAY_TASK_ID]}}
-ibvae={exe}
-signal=
-child=
-# SIGUSR1 reaches only this shell: pass it on. SIGTERM reaches every process of the job
-# (a second one would make ibvae quit without its checkpoint): only note it.
-trap 'signal=USR1; [ -n "$child" ] && kill -s USR1 "$child" 2>/dev/null' USR1
-trap 'signal=TERM' TERM
-
-echo "task $SLURM_ARRAY_TASK_ID (restart ${{SLURM_RESTART_COUNT:-0}}): $run"
-"$ibvae" train --run "$run" --resume --threads {threads} --device {device} --layout {layout} --precision {precision}{board} >> "$run/train.log" 2>&1 &
-child=$!
-# A trapped signal interrupts `wait`: wait again until ibvae has saved and exited.
-status=0
-while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done
-child=
-if [ -n "$signal" ]; then
-  echo "stopped by SIG$signal with a checkpoint"
-  if [ "$signal" = USR1 ]; then
-    scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
-  fi
-  exit 0
-fi
-[ "$status" -eq 0 ] || {{ echo "training failed ($status): see $run/train.log"; exit "$status"; }}
-"$ibvae" eval --run "$run" --threads {threads} --device {device} --layout {layout} --json >> "$run/train.log" 2>&1
-"#,
-        head = head.join("\n"),
-        runs = runs.join("\n"),
-        exe = shell_quote(&exe.display().to_string()),
-    ))
+    Ok(head)
 }
 
 fn shell_quote(s: &str) -> String {
