@@ -163,12 +163,13 @@ fn dmol_activations(model: &ModelConfig) -> Count {
 }
 
 /// Activations of one gated resnet per pixel, with `nf` filters and a short-cut input of
-/// `aux_ch` channels (0 for none): the two `concat_elu`s (negation, concatenation, ELU),
-/// the padded inputs and outputs of the two shifted convolutions, the conditioning
-/// term, the dropout mask and its output (when `dropout`), the gate's sigmoid, product
-/// and residual sum, and for a short-cut its `concat_elu` and 1x1 convolution.
+/// `aux_ch` channels (0 for none): the two fused, padded `concat_elu`s (one tensor each,
+/// which the convolution after it reads), the outputs of the two shifted convolutions,
+/// the conditioning term, the dropout mask and its output (when `dropout`), the gate's
+/// sigmoid and its fused output, and for a short-cut its `concat_elu` and 1x1
+/// convolution.
 fn gated_resnet_activations(nf: Count, aux_ch: Count, dropout: bool) -> Count {
-    Count(22) * nf + when(dropout, Count(4) * nf) + when(aux_ch.0 > 0, Count(5) * aux_ch + nf)
+    Count(11) * nf + when(dropout, Count(4) * nf) + when(aux_ch.0 > 0, Count(2) * aux_ch + nf)
 }
 
 /// An estimate of the float32 elements a training forward pass of one image keeps for
@@ -258,7 +259,7 @@ pub fn activation_floats_per_image(model: &ModelConfig) -> u128 {
 
 /// Bytes of float32 numbers a training step of `batch` images holds: the parameters
 /// five times (weights, gradients, Adam's two moments, the Polyak average) and the
-/// activations of [`activation_floats_per_image`]. On the CPU it came within 15% of the
+/// activations of [`activation_floats_per_image`]. On the CPU it came within 14% of the
 /// growth of the peak resident memory per image of `tiny` and `small` (docs/performance.md).
 pub fn training_bytes(model: &ModelConfig, batch: usize) -> u128 {
     let floats = (Count(5) * Count(param_count(model)))
