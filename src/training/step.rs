@@ -178,4 +178,50 @@ mod tests {
         assert_eq!(learner.adam.t, 1);
         assert_eq!(host_f64(&learner.model.params()[0].1), after);
     }
+
+    /// What a CUDA graph captures, `device_step` (with Adam's step count in a tensor that
+    /// it increments), computes what `step` does: with the same seeds, the same figures
+    /// and the same weights, moments and average, bit for bit (CPU, float32).
+    #[test]
+    fn the_device_step_is_the_step() {
+        let make = || {
+            seed_torch(3);
+            let model = Hybrid::new(&ModelConfig::tiny(), Device::Cpu).unwrap();
+            Learner::new(model, AdamSettings::default(), Some(0.9))
+        };
+        let (mut a, mut b) = (make(), make());
+        let x = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let lr = crate::training::optim::lr_tensor(1e-3, Device::Cpu);
+        let mut t = Tensor::from(0.0f32);
+        for i in 0..3 {
+            seed_torch(100 + i);
+            let want = a.step(&x, 1e-3, None).unwrap();
+            seed_torch(100 + i);
+            let figures = b.device_step(&x, &lr, &mut t);
+            b.adam.t += 1;
+            assert_eq!(step_terms(&host_f64(&figures), &x), want, "step {i}");
+            assert_eq!(t.double_value(&[]), (i + 1) as f64);
+        }
+        for ((name, p), (_, q)) in a.model.params().iter().zip(b.model.params()) {
+            assert!(p.equal(q), "{name} differs");
+        }
+        let same = |x: &crate::io::checkpoint::NamedTensors,
+                    y: &crate::io::checkpoint::NamedTensors| {
+            assert_eq!(x.len(), y.len());
+            for ((name, p), (_, q)) in x.iter().zip(y) {
+                assert!(
+                    p.to_tensor(Device::Cpu).equal(&q.to_tensor(Device::Cpu)),
+                    "{name}"
+                );
+            }
+        };
+        same(
+            &a.ema.as_ref().unwrap().weights(),
+            &b.ema.as_ref().unwrap().weights(),
+        );
+        let (ma, mb) = (a.adam.moments(), b.adam.moments());
+        same(&ma.m, &mb.m);
+        same(&ma.v, &mb.v);
+        assert_eq!(a.adam.t, b.adam.t);
+    }
 }
