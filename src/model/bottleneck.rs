@@ -16,6 +16,7 @@ use tch::Tensor;
 
 use crate::error::Error;
 use crate::model::nn::Mode;
+use crate::model::ops::standard_normal_like;
 
 /// Which bottleneck sits on the autoregressive path, and its strength.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -273,8 +274,8 @@ pub struct BottleneckOutput {
 pub fn apply(spec: &BottleneckSpec, v: &Tensor, mode: Mode) -> BottleneckOutput {
     let train = mode.is_train();
     let noise = match *spec {
-        BottleneckSpec::Gd { rate } if train && rate > 0.0 => Some(v.randn_like()),
-        BottleneckSpec::Vb { .. } if train => Some(v.chunk(2, 1)[0].randn_like()),
+        BottleneckSpec::Gd { rate } if train && rate > 0.0 => Some(standard_normal_like(v)),
+        BottleneckSpec::Vb { .. } if train => Some(standard_normal_like(&v.chunk(2, 1)[0])),
         _ => None,
     };
     apply_with_noise(spec, v, noise.as_ref())

@@ -58,6 +58,14 @@ pub fn layout_like(t: &Tensor, like: &Tensor) -> Tensor {
     }
 }
 
+/// Standard normal draws shaped like `t` (its kind and device), drawn in the plain
+/// order of its elements whatever `t`'s layout (`randn_like` fills memory in order, so a
+/// channels-last `t` would put other draws at each position): the same seed gives the
+/// same noise in either layout.
+pub fn standard_normal_like(t: &Tensor) -> Tensor {
+    Tensor::randn(t.size(), (t.kind(), t.device()))
+}
+
 /// Zero padding of the last two axes by `[left, right, top, bottom]` (`constant_pad_nd`),
 /// keeping a channels-last input channels-last (`constant_pad_nd` alone would not).
 ///
