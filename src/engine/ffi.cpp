@@ -266,7 +266,9 @@ struct ConcatEluPadded : public torch::autograd::Function<ConcatEluPadded> {
 struct GatedResidual : public torch::autograd::Function<GatedResidual> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& c) {
-    TORCH_CHECK(x.dim() == 4 && c.dim() == 4 && c.size(1) == 2 * x.size(1),
+    TORCH_CHECK(x.dim() == 4 && c.dim() == 4 && c.size(0) == x.size(0) &&
+                    c.size(1) == 2 * x.size(1) && c.size(2) == x.size(2) &&
+                    c.size(3) == x.size(3),
                 "gated residual: maps [B, C, H, W] and [B, 2C, H, W] were expected, not ",
                 x.sizes(), " and ", c.sizes());
     const int64_t n = x.size(1);

@@ -32,20 +32,40 @@ pub fn gated_residual(x: &Tensor, c: &Tensor) -> Tensor {
     ffi::gated_residual(x, c).unwrap_or_else(|e| panic!("gated resnet: {e}"))
 }
 
-/// Whether `x` (`[B, C, H, W]`) is laid out channels-last (NHWC in memory): strides that
-/// are not the plain ones, but are once the channels are moved last.
+/// Whether `x` (`[B, C, H, W]`) is laid out channels-last (NHWC in memory): its strides
+/// grow from the channels to the columns, rows and images, as LibTorch's own test
+/// (`is_channels_last_strides_2d`) reads them. Narrowed maps keep the answer; a plain
+/// tensor with one channel is NCHW.
 pub fn is_channels_last(x: &Tensor) -> bool {
-    x.dim() == 4 && !x.is_contiguous() && x.permute([0, 2, 3, 1]).is_contiguous()
+    if x.dim() != 4 {
+        return false;
+    }
+    let (size, stride) = (x.size(), x.stride());
+    let mut min = 0;
+    for d in [1, 3, 2, 0] {
+        if size[d] == 0 || stride[d] < min || (d == 0 && min == stride[1]) {
+            return false;
+        }
+        min = stride[d] * size[d].max(1);
+    }
+    true
 }
 
 /// `x` laid out channels-last: the same values, NHWC in memory (PyTorch's
-/// `contiguous(memory_format=torch.channels_last)`); no copy if it already is.
+/// `contiguous(memory_format=torch.channels_last)`); no copy if it already is. A
+/// one-channel tensor that needs no gradient (an image) gets channels-last strides over
+/// the same memory, so that what is built from it stays channels-last.
 pub fn to_channels_last(x: &Tensor) -> Tensor {
     if is_channels_last(x) {
-        x.shallow_clone()
-    } else {
-        x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+        return x.shallow_clone();
     }
+    let y = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+    let s = y.size();
+    if x.dim() == 4 && s[1] == 1 && !y.requires_grad() && !is_channels_last(&y) {
+        let (c, h, w) = (s[1], s[2], s[3]);
+        return y.as_strided(s.as_slice(), [h * w * c, 1, w * c, c], None);
+    }
+    y
 }
 
 /// `t` in the memory layout of `like`: channels-last if `like` is, else as it is. A
