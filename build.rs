@@ -89,20 +89,36 @@ fn compile_cpp(lib_dir: &Path, cuda: Option<&Path>) {
             "-isystem{}",
             include.join("torch/csrc/api/include").display()
         ));
-    if let Some(cuda) = cuda {
-        build
-            .define("IBVAE_WITH_CUDA", None)
-            .flag(format!("-isystem{}", cuda.display()));
-    }
     for source in CPP_SOURCES {
         println!("cargo:rerun-if-changed={source}");
     }
-    build.compile("ibvae_ffi");
+    // With CUDA's headers first; headers that do not fit this LibTorch (another CUDA
+    // version) fail to compile, and the build goes on without CUDA graphs.
+    let with_cuda = cuda.is_some_and(|cuda| {
+        let mut graphs = build.clone();
+        graphs
+            .define("IBVAE_WITH_CUDA", None)
+            .flag(format!("-isystem{}", cuda.display()));
+        match graphs.try_compile("ibvae_ffi") {
+            Ok(()) => true,
+            Err(e) => {
+                println!(
+                    "cargo:warning=the C++ file did not compile with CUDA's headers in {} ({e}); \
+                     this build has no CUDA graphs",
+                    cuda.display()
+                );
+                false
+            }
+        }
+    });
+    if !with_cuda {
+        build.compile("ibvae_ffi");
+    }
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     for lib in CPP_LINKS {
         println!("cargo:rustc-link-lib=dylib={lib}");
     }
-    if cuda.is_some() {
+    if with_cuda {
         for lib in ["torch_cuda", "c10_cuda"] {
             println!("cargo:rustc-link-lib=dylib={lib}");
         }
