@@ -60,11 +60,7 @@ pub fn run(args: BenchRequest) -> Result<()> {
         tch::get_num_threads(),
         args.runtime.device,
         args.precision,
-        if crate::engine::layout().channels_last_for(device, config.nr_filters) {
-            crate::engine::Layout::ChannelsLast
-        } else {
-            crate::engine::Layout::Nchw
-        },
+        crate::engine::layout().resolved(device, config.nr_filters),
         images.len()
     )?;
     let options = crate::training::bench::BenchOptions {

@@ -117,6 +117,15 @@ impl Layout {
             Self::Auto => device.is_cuda() || nr_filters >= CPU_CHANNELS_LAST_MIN_FILTERS,
         }
     }
+
+    /// The layout this one stands for on `device` with `nr_filters` filters (`Auto`
+    /// resolved).
+    pub fn resolved(self, device: Device, nr_filters: usize) -> Self {
+        match self.channels_last_for(device, nr_filters) {
+            true => Self::ChannelsLast,
+            false => Self::Nchw,
+        }
+    }
 }
 
 impl fmt::Display for Layout {
@@ -325,6 +334,8 @@ mod tests {
         assert!(Layout::Auto.channels_last_for(Device::Cuda(0), 8));
         assert!(Layout::ChannelsLast.channels_last_for(cpu, 8));
         assert!(!Layout::Nchw.channels_last_for(cpu, 160));
+        assert_eq!(Layout::Auto.resolved(cpu, 8), Layout::Nchw);
+        assert_eq!(Layout::Auto.resolved(cpu, 32), Layout::ChannelsLast);
     }
 
     #[test]
