@@ -16,7 +16,14 @@
 use std::path::{Path, PathBuf};
 
 /// The C++ sources of the crate, compiled into one static library.
-const CPP_SOURCES: &[&str] = &["src/engine/ffi.cpp"];
+const CPP_SOURCES: &[&str] = &[
+    "src/engine/ffi.cpp",
+    "src/engine/fused.cpp",
+    "src/engine/profiler.cpp",
+];
+
+/// Headers of the C++ sources (rebuilt when they change).
+const CPP_HEADERS: &[&str] = &["src/engine/guarded.h"];
 
 /// The LibTorch libraries the C++ sources call.
 const CPP_LINKS: &[&str] = &["torch_cpu", "c10"];
@@ -89,7 +96,7 @@ fn compile_cpp(lib_dir: &Path, cuda: Option<&Path>) {
             "-isystem{}",
             include.join("torch/csrc/api/include").display()
         ));
-    for source in CPP_SOURCES {
+    for source in CPP_SOURCES.iter().chain(CPP_HEADERS) {
         println!("cargo:rerun-if-changed={source}");
     }
     // With CUDA's headers first; headers that do not fit this LibTorch (another CUDA

@@ -610,6 +610,55 @@ fn a_reference_export_becomes_a_run_that_evaluates_and_samples() {
     assert!(err.contains("already holds a run"), "{err}");
 }
 
+/// `bench --profile` writes LibTorch's Chrome trace and prints the operations by self
+/// time; a trace that cannot be written is refused before any work.
+#[test]
+fn bench_profile_writes_a_trace_and_lists_the_operations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("trace.json");
+    let args = |trace: &str| {
+        [
+            "bench",
+            "--preset",
+            "tiny",
+            "--steps",
+            "2",
+            "--threads",
+            "1",
+            "--profile",
+            trace,
+        ]
+        .map(str::to_owned)
+    };
+    let args_ok = args(trace.to_str().unwrap());
+    let out = run_ok(&args_ok.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("profile of the 2 timed steps"), "{text}");
+    let convolution = text
+        .lines()
+        .find(|l| l.ends_with("aten::convolution_backward"))
+        .unwrap_or_else(|| panic!("no convolution_backward line in {text}"));
+    // self ms, share, calls per step (two backward passes of every convolution).
+    let fields: Vec<f64> = convolution
+        .split_whitespace()
+        .take(4)
+        .map(|f| f.trim_end_matches('%').parse().unwrap())
+        .collect();
+    assert!(
+        fields[0] > 0.0 && fields[1] > 0.0 && fields[2] >= 10.0,
+        "{convolution}"
+    );
+    assert!(text.contains("per step: wall"), "{text}");
+    assert!(text.lines().last().unwrap().starts_with("train_img_per_s "));
+    let json = std::fs::read_to_string(&trace).unwrap();
+    assert!(json.contains("traceEvents") && json.contains("aten::convolution_backward"));
+    let bad = tmp.path().join("missing/trace.json");
+    let args_bad = args(bad.to_str().unwrap());
+    let err = run_err(&args_bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("missing/trace.json"), "{err}");
+    assert!(!err.contains("step "), "refused before the work: {err}");
+}
+
 #[test]
 fn bench_sample_times_each_method_and_states_the_speed_up() {
     let out = run_ok(&[

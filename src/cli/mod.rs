@@ -368,6 +368,11 @@ pub struct BenchArgs {
     /// Print the report as JSON (before the last line).
     #[arg(long)]
     pub json: bool,
+    /// Record the timed steps with LibTorch's profiler (which slows them): write the
+    /// Chrome trace to this file (chrome://tracing, ui.perfetto.dev) and print the
+    /// operations that took the most time.
+    #[arg(long, value_name = "TRACE.json")]
+    pub profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

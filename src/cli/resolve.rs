@@ -1,6 +1,6 @@
 //! Each command's flags, resolved into the request the library runs.
 
-use super::{Cli, Command, RunArgs, RuntimeArgs, SlurmArgs, SweepArgs, TrainArgs};
+use super::{BenchArgs, Cli, Command, RunArgs, RuntimeArgs, SlurmArgs, SweepArgs, TrainArgs};
 use crate::commands::{bench, evaluate, plot, reference, sample, tools, train};
 use crate::config::Overrides;
 use crate::engine::{DeviceChoice, Runtime};
@@ -164,18 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
             seed: a.seed,
             runtime: a.runtime.resolve(),
         }),
-        Command::Bench(a) => bench::run(bench::BenchRequest {
-            preset: a.model.preset,
-            bottleneck: a.model.bottleneck,
-            batch: a.batch,
-            steps: a.steps,
-            data: a.data,
-            seed: a.seed,
-            runtime: a.compute.runtime.resolve(),
-            precision: a.compute.precision,
-            cuda_graph: a.cuda_graph,
-            json: a.json,
-        }),
+        Command::Bench(a) => bench::run(a.request()),
         Command::BenchSample(a) => bench::sample(bench::BenchSampleRequest {
             preset: a.model.preset,
             bottleneck: a.model.bottleneck,
@@ -209,5 +198,23 @@ pub fn run(cli: Cli) -> Result<()> {
             scale: a.scale,
             json: a.json,
         }),
+    }
+}
+
+impl BenchArgs {
+    fn request(self) -> bench::BenchRequest {
+        bench::BenchRequest {
+            preset: self.model.preset,
+            bottleneck: self.model.bottleneck,
+            batch: self.batch,
+            steps: self.steps,
+            data: self.data,
+            seed: self.seed,
+            runtime: self.compute.runtime.resolve(),
+            precision: self.compute.precision,
+            cuda_graph: self.cuda_graph,
+            json: self.json,
+            profile: self.profile,
+        }
     }
 }

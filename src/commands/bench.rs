@@ -26,7 +26,12 @@ pub struct BenchRequest {
     pub cuda_graph: Option<GraphMode>,
     /// Print the report as JSON too.
     pub json: bool,
+    /// Profile the timed steps, writing the Chrome trace here.
+    pub profile: Option<PathBuf>,
 }
+
+/// Operations listed by `--profile`.
+const PROFILE_ROWS: usize = 30;
 
 pub fn run(args: BenchRequest) -> Result<()> {
     let device = args.runtime.start()?;
@@ -52,6 +57,10 @@ pub fn run(args: BenchRequest) -> Result<()> {
     };
     let config = config.with_images(images.channels, images.height);
     crate::training::ensure_trainable(&config, batch, device)?;
+    if let Some(trace) = &args.profile {
+        // Refused before the work: the profiler reports a failed save only in its log.
+        std::fs::write(trace, b"").map_err(|e| Error::io(trace, e))?;
+    }
     crate::outln!(
         "preset {} bottleneck {} batch {batch} threads {} device {} precision {} layout {} \
          data {source} ({} images)",
@@ -70,6 +79,7 @@ pub fn run(args: BenchRequest) -> Result<()> {
         device,
         precision: args.precision,
         cuda_graph,
+        profile: args.profile.as_deref(),
     };
     let report =
         crate::training::bench::bench(&config, &images, options, |l| crate::logln!("{l}"))?;
@@ -90,6 +100,17 @@ pub fn run(args: BenchRequest) -> Result<()> {
     )?;
     if let Some(m) = report.peak_rss_mib {
         crate::outln!("peak_rss_mib {m:.1}")?;
+    }
+    if let (Some(events), Some(trace)) = (&report.profile, &args.profile) {
+        let summary = crate::engine::profiler::summarize(events);
+        crate::outln!(
+            "profile of the {} timed steps (profiled, so slower than above; trace in {}):",
+            args.steps,
+            trace.display()
+        )?;
+        for line in summary.table(args.steps, PROFILE_ROWS).lines() {
+            crate::outln!("{line}")?;
+        }
     }
     if args.json {
         crate::outln!(

@@ -1,32 +1,19 @@
 // The crate's own calls into LibTorch's C++ API, for what `tch` does not bind: the
-// process-wide TF32 flags of `at::globalContext()` and the fused multi-tensor optimizer
-// kernels (`at::_fused_adam_`), and one fused operation of the model with its own gradient
-// (`concat_elu` with the zero padding of the convolution that reads it), and CUDA graphs
-// (`at::cuda::CUDAGraph`, compiled in when LibTorch has CUDA: `IBVAE_WITH_CUDA`). `build.rs` compiles this file against LibTorch's headers;
-// `ffi.rs` beside it declares every function below and wraps it in a safe Rust function.
-//
-// The error rule: no C++ exception may cross into Rust (unwinding through an `extern "C"`
-// frame aborts the process, or worse). Every exported function therefore runs its body
-// inside `guarded`, which catches every exception and returns its message as a string
-// allocated here (`nullptr` on success); Rust copies the message into its error type and
-// hands the string back to `ibvae_free_error`. A function with a result writes it through
-// an out-pointer. Every exported name starts with `ibvae_`.
+// process-wide TF32 flags of `at::globalContext()`, the fused multi-tensor optimizer
+// kernels (`at::_fused_adam_`), and CUDA graphs (`at::cuda::CUDAGraph`, compiled in when
+// LibTorch has CUDA: `IBVAE_WITH_CUDA`); the model's fused operations are in `fused.cpp`.
+// `build.rs` compiles this file against LibTorch's headers; `ffi.rs` beside it declares
+// every function below and wraps it in a safe Rust function.
+// Every function follows the error rule of `guarded.h`.
+
+#include "guarded.h"
 
 #include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/_foreach_lerp.h>
 #include <ATen/ops/_fused_adam.h>
-#include <ATen/ops/elu.h>
-#include <ATen/ops/elu_backward.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/addcmul.h>
-#include <ATen/ops/mul.h>
-#include <ATen/ops/neg.h>
-#include <ATen/ops/sigmoid.h>
-#include <ATen/ops/sigmoid_backward.h>
 #include <c10/util/Exception.h>
-#include <torch/csrc/autograd/custom_function.h>
 
 #ifdef IBVAE_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
@@ -42,7 +29,7 @@
 #include <vector>
 
 // ---------------------------------------------------------------------------------------
-// Errors: the try/catch around every exported function.
+// Errors: the try/catch around every exported function (`guarded.h`).
 // ---------------------------------------------------------------------------------------
 
 namespace {
@@ -51,8 +38,9 @@ namespace {
 // not to free it.
 char kOutOfMemory[] = "out of memory while reporting a LibTorch error";
 
-// A copy of `message` that Rust frees through `ibvae_free_error`.
-char* copy_message(const char* message) noexcept {
+}  // namespace
+
+char* ibvae::copy_message(const char* message) noexcept {
   const std::size_t size = std::strlen(message) + 1;
   char* copy = static_cast<char*>(std::malloc(size));
   if (copy == nullptr) {
@@ -62,26 +50,9 @@ char* copy_message(const char* message) noexcept {
   return copy;
 }
 
-// Runs `body` and returns `nullptr`, or the message of whatever it threw. LibTorch's own
-// errors (`c10::Error`, which `TORCH_CHECK` throws) are reported without their C++
-// backtrace: the message already says what was wrong.
-template <typename Body>
-char* guarded(Body&& body) noexcept {
-  try {
-    body();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return copy_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("LibTorch threw an exception that is not a std::exception");
-  }
-}
+using ibvae::guarded;
 
-}  // namespace
-
-// Frees an error message returned by any function of this file.
+// Frees an error message returned by any function of the crate's C++ files.
 extern "C" void ibvae_free_error(char* message) {
   if (message != kOutOfMemory) {
     std::free(message);
@@ -199,125 +170,6 @@ char* ibvae_foreach_lerp_(IbvaeTensorList averages, IbvaeTensorList values, doub
     TORCH_CHECK(selves.size() == ends.size(), "ibvae_foreach_lerp_: ", selves.size(),
                 " averages but ", ends.size(), " values");
     at::_foreach_lerp_(selves, ends, weight);
-  });
-}
-
-// ---------------------------------------------------------------------------------------
-// The model: PixelCNN++'s concat_elu, padded for the convolution that reads it.
-// ---------------------------------------------------------------------------------------
-
-namespace {
-
-// `pad(elu(cat([x, -x], 1)))` with zeros: `left`, `right` columns and `top`, `bottom` rows
-// around each map. Equal to the three operations and the padding one after the other
-// (ELU(0) = 0, so padding before or after the ELU is the same), written into one tensor
-// in three passes instead of five, with one allocation instead of four; the backward pass
-// reads the saved output (ELU'(x) = ELU(x) + 1 where x <= 0), which the convolution keeps
-// anyway.
-struct ConcatEluPadded : public torch::autograd::Function<ConcatEluPadded> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            int64_t left, int64_t right, int64_t top, int64_t bottom) {
-    TORCH_CHECK(x.dim() == 4, "concat_elu: a [B, C, H, W] map was expected, not ", x.sizes());
-    TORCH_CHECK(left >= 0 && right >= 0 && top >= 0 && bottom >= 0,
-                "concat_elu: negative padding");
-    const int64_t c = x.size(1);
-    const int64_t h = x.size(2);
-    const int64_t w = x.size(3);
-    at::Tensor y = at::empty({x.size(0), 2 * c, top + h + bottom, left + w + right},
-                             x.options().memory_format(x.suggest_memory_format()));
-    if (top > 0) y.narrow(2, 0, top).zero_();
-    if (bottom > 0) y.narrow(2, top + h, bottom).zero_();
-    if (left > 0) y.narrow(3, 0, left).zero_();
-    if (right > 0) y.narrow(3, left + w, right).zero_();
-    const at::Tensor inner = y.narrow(2, top, h).narrow(3, left, w);
-    at::Tensor positive = inner.narrow(1, 0, c);
-    at::Tensor negative = inner.narrow(1, c, c);
-    at::elu_out(positive, x);
-    at::neg_out(negative, x);
-    at::elu_(negative);
-    ctx->save_for_backward({y});
-    ctx->saved_data["box"] = std::vector<int64_t>{left, top, h, w};
-    return y;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const at::Tensor& grad = grads[0];
-    if (!grad.defined()) {
-      return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    }
-    const at::Tensor y = ctx->get_saved_variables()[0];
-    const std::vector<int64_t> box = ctx->saved_data["box"].toIntVector();
-    const int64_t c = y.size(1) / 2;
-    const auto inner = [&](const at::Tensor& t, int64_t half) {
-      return t.narrow(2, box[1], box[2]).narrow(3, box[0], box[3]).narrow(1, half * c, c);
-    };
-    // d/dx [elu(x), elu(-x)] . [g1, g2] = g1 elu'(x) - g2 elu'(-x), each elu' from its output.
-    at::Tensor dx = at::elu_backward(inner(grad, 0), 1.0, 1.0, 1.0, /*is_result=*/true,
-                                     inner(y, 0));
-    dx.sub_(at::elu_backward(inner(grad, 1), 1.0, 1.0, 1.0, /*is_result=*/true, inner(y, 1)));
-    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
-};
-
-// The gated resnet's output, `x + a * sigmoid(b)` where `[a, b] = c` split along the
-// channels: two passes forward instead of three, and a backward pass that writes the
-// gradients of `a` and `b` into one tensor instead of concatenating them.
-struct GatedResidual : public torch::autograd::Function<GatedResidual> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& c) {
-    TORCH_CHECK(x.dim() == 4 && c.dim() == 4 && c.size(0) == x.size(0) &&
-                    c.size(1) == 2 * x.size(1) && c.size(2) == x.size(2) &&
-                    c.size(3) == x.size(3),
-                "gated residual: maps [B, C, H, W] and [B, 2C, H, W] were expected, not ",
-                x.sizes(), " and ", c.sizes());
-    const int64_t n = x.size(1);
-    const at::Tensor a = c.narrow(1, 0, n);
-    const at::Tensor s = at::sigmoid(c.narrow(1, n, n));
-    ctx->save_for_backward({a, s});
-    return at::addcmul(x, a, s);
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const at::Tensor& grad = grads[0];
-    if (!grad.defined()) {
-      return {at::Tensor(), at::Tensor()};
-    }
-    const torch::autograd::variable_list saved = ctx->get_saved_variables();
-    const at::Tensor& a = saved[0];
-    const at::Tensor& s = saved[1];
-    const int64_t n = a.size(1);
-    std::vector<int64_t> sizes = a.sizes().vec();
-    sizes[1] = 2 * n;
-    at::Tensor dc = at::empty(sizes, grad.options().memory_format(a.suggest_memory_format()));
-    at::Tensor da = dc.narrow(1, 0, n);
-    at::Tensor db = dc.narrow(1, n, n);
-    at::mul_out(da, grad, s);                           // d/da = g s
-    at::sigmoid_backward_out(db, at::mul(grad, a), s);  // d/db = g a s (1 - s)
-    return {grad, dc};
-  }
-};
-
-}  // namespace
-
-// `x + a * sigmoid(b)` for `[a, b]` the two halves of `c` along the channels,
-// differentiable: a new tensor written to `out`, which Rust owns.
-char* ibvae_gated_residual(const at::Tensor* x, const at::Tensor* c, at::Tensor** out) {
-  return guarded([&] {
-    TORCH_CHECK(x != nullptr && c != nullptr && out != nullptr,
-                "ibvae_gated_residual: missing tensor");
-    *out = new at::Tensor(GatedResidual::apply(*x, *c));
-  });
-}
-
-// `concat_elu` of `x` (`[B, C, H, W]`) padded with zeros (`left`, `right`, `top`,
-// `bottom`), differentiable: a new tensor written to `out`, which Rust owns.
-char* ibvae_concat_elu_padded(const at::Tensor* x, int64_t left, int64_t right, int64_t top,
-                              int64_t bottom, at::Tensor** out) {
-  return guarded([&] {
-    TORCH_CHECK(x != nullptr && out != nullptr, "ibvae_concat_elu_padded: missing tensor");
-    *out = new at::Tensor(ConcatEluPadded::apply(*x, left, right, top, bottom));
   });
 }
 

@@ -1,5 +1,6 @@
-//! Safe Rust over the crate's own C++ file, `ffi.cpp` (what `tch` does not bind: LibTorch's
-//! TF32 flags, the fused Adam kernel, the model's fused `concat_elu`). `build.rs` compiles it against LibTorch's headers.
+//! Safe Rust over the crate's own C++ files, `ffi.cpp` (what `tch` does not bind:
+//! LibTorch's TF32 flags, the fused Adam kernel, CUDA graphs) and `fused.cpp` (the model's
+//! fused operations). `build.rs` compiles them against LibTorch's headers.
 //!
 //! Every C++ function returns null on success or an error message allocated in C++; no C++
 //! exception crosses into Rust. [`check`] turns that message into the crate's [`Error`] and
@@ -17,7 +18,7 @@ use crate::error::{Error, Result};
 // ---------------------------------------------------------------------------------------
 
 /// The error a C++ function reported (null for none), as the crate's error; frees it.
-fn check(message: *mut c_char) -> Result<()> {
+pub(crate) fn check(message: *mut c_char) -> Result<()> {
     if message.is_null() {
         return Ok(());
     }
@@ -164,6 +165,28 @@ pub fn gated_residual(x: &Tensor, c: &Tensor) -> Result<Tensor> {
     Ok(unsafe { Tensor::from_ptr(out) })
 }
 
+/// Weight normalisation, `g * v / sqrt(max(sum v^2, eps))` with one norm per index `o` of
+/// axis `axis` of `v` (the sum over every other axis), `g` of shape `[v.size(axis)]`:
+/// differentiable in `v` and `g`, one operation forward and one backward (sums in
+/// float64; on the CPU in one pass over the weights).
+pub fn weight_norm(v: &Tensor, g: &Tensor, axis: i64, eps: f64) -> Result<Tensor> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: as in `concat_elu_padded`.
+    check(unsafe { ibvae_weight_norm(v.as_ptr(), g.as_ptr(), axis, eps, &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Dropout at rate 1/2 of `x` (on the CPU, NCHW or channels-last): element `i` in the
+/// order of the logical NCHW indices is doubled when bit `i % 32` of `words[i / 32]` is
+/// set and zeroed otherwise. `words` is int64, at least `numel / 32` rounded up, on the
+/// CPU. Differentiable in `x`; the backward pass keeps only the words.
+pub fn coin_dropout(x: &Tensor, words: &Tensor) -> Result<Tensor> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: as in `concat_elu_padded`.
+    check(unsafe { ibvae_coin_dropout(x.as_ptr(), words.as_ptr(), &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
 // ---------------------------------------------------------------------------------------
 // CUDA graphs
 // ---------------------------------------------------------------------------------------
@@ -262,7 +285,7 @@ struct CAdamLists {
 }
 
 unsafe extern "C" {
-    fn ibvae_free_error(message: *mut c_char);
+    pub(crate) fn ibvae_free_error(message: *mut c_char);
     fn ibvae_set_allow_tf32(allow: bool) -> *mut c_char;
     fn ibvae_allow_tf32_cublas(allowed: *mut bool) -> *mut c_char;
     fn ibvae_fused_adam_(
@@ -289,6 +312,18 @@ unsafe extern "C" {
     fn ibvae_gated_residual(
         x: *const C_tensor,
         c: *const C_tensor,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    fn ibvae_weight_norm(
+        v: *const C_tensor,
+        g: *const C_tensor,
+        axis: i64,
+        eps: f64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    fn ibvae_coin_dropout(
+        x: *const C_tensor,
+        words: *const C_tensor,
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
 }

@@ -4,6 +4,7 @@
 
 pub mod ffi;
 pub mod memory;
+pub mod profiler;
 pub mod random;
 
 use std::fmt;

@@ -83,26 +83,26 @@ pub fn log_prob(params: &Tensor, x: &Tensor) -> Tensor {
         as i64;
     let x = x.to_kind(params.kind());
     // nn.py's names: logit_probs [B, K, H, W]; means, log_scales, coeffs [B, C, K, H, W].
-    let logit_probs = params.narrow(1, 0, k);
+    // `split` and `unbind` rather than `narrow` and `select`: their gradients are one
+    // `cat` or `stack`, where those of `narrow` and `select` fill a zero tensor of the
+    // whole input per piece and copy into it.
     let groups = if channels == 3 { 3 } else { 2 };
-    let rest = params
-        .narrow(1, k, p - k)
-        .reshape([b, channels, groups, k, h, w]);
-    let means = rest.select(2, 0);
-    let log_scales = rest.select(2, 1).clamp_min(LOG_SCALE_MIN as f64);
+    let [logit_probs, rest] =
+        <[Tensor; 2]>::try_from(params.split_with_sizes([k, p - k], 1)).expect("two pieces");
+    let mut pieces = rest
+        .reshape([b, channels, groups, k, h, w])
+        .unbind(2)
+        .into_iter();
+    let mut next = || pieces.next().expect("one piece per group");
+    let (means, log_scales) = (next(), next().clamp_min(LOG_SCALE_MIN as f64));
     let xk = x.unsqueeze(2); // [B, C, 1, H, W]
     // The means of G and B are shifted by the observed earlier channels.
     let means = if channels == 3 {
-        let coeffs = rest.select(2, 2).tanh();
-        let (c, m, xc) = (
-            |i| coeffs.select(1, i),
-            |i| means.select(1, i),
-            |i| xk.select(1, i),
-        );
-        let m_r = m(0);
-        let m_g = m(1) + c(0) * xc(0);
-        let m_b = m(2) + c(1) * xc(0) + c(2) * xc(1);
-        Tensor::stack(&[m_r, m_g, m_b], 1) // [B, 3, K, H, W]
+        let (c, m, xc) = (next().tanh().unbind(1), means.unbind(1), xk.unbind(1));
+        let m_r = &m[0];
+        let m_g = &m[1] + &c[0] * &xc[0];
+        let m_b = &m[2] + &c[1] * &xc[0] + &c[2] * &xc[1];
+        Tensor::stack(&[m_r, &m_g, &m_b], 1) // [B, 3, K, H, W]
     } else {
         means
     };

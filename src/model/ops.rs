@@ -87,7 +87,9 @@ pub fn standard_normal_like(t: &Tensor) -> Tensor {
 }
 
 /// Zero padding of the last two axes by `[left, right, top, bottom]` (`constant_pad_nd`),
-/// keeping a channels-last input channels-last (`constant_pad_nd` alone would not).
+/// keeping a channels-last input channels-last (`constant_pad_nd` alone would not). A
+/// negative amount crops instead: one operation whose gradient is one operation too,
+/// where `narrow` backward fills a zero tensor of the input's size and copies into it.
 ///
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, C, top + H + bottom, left + W + right]`
@@ -123,8 +125,7 @@ pub fn with_ones_channel(x: &Tensor) -> Tensor {
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, C, H, W]`
 pub fn down_shift(x: &Tensor) -> Tensor {
-    let h = x.size()[2];
-    pad(x, [0, 0, 1, 0]).narrow(2, 0, h)
+    pad(x, [0, 0, 1, -1])
 }
 
 /// Shifts the map one column right: column 0 becomes zeros and the last column is
@@ -133,8 +134,7 @@ pub fn down_shift(x: &Tensor) -> Tensor {
 /// # Shapes
 /// `[B, C, H, W]` -> `[B, C, H, W]`
 pub fn right_shift(x: &Tensor) -> Tensor {
-    let w = x.size()[3];
-    pad(x, [1, 0, 0, 0]).narrow(3, 0, w)
+    pad(x, [1, -1, 0, 0])
 }
 
 /// Sums every axis but the first: per-image totals.
@@ -315,6 +315,17 @@ mod tests {
         assert_eq!(host_f32(&down_shift(&x)), vec![0.0, 0.0, 1.0, 2.0]);
         assert_eq!(host_f32(&right_shift(&x)), vec![0.0, 1.0, 0.0, 3.0]);
         assert_eq!(host_f32(&per_image_sum(&x)), vec![10.0]);
+        // The gradient of a shift (one padding that also crops) moves back and drops the
+        // row or column that fell off.
+        let mut x = t(&[1.0, 2.0, 3.0, 4.0])
+            .view([1, 1, 2, 2])
+            .set_requires_grad(true);
+        let up = t(&[10.0, 20.0, 30.0, 40.0]).view([1, 1, 2, 2]);
+        (down_shift(&x) * &up).sum(None::<tch::Kind>).backward();
+        assert_eq!(host_f32(&x.grad()), vec![30.0, 40.0, 0.0, 0.0]);
+        x.zero_grad();
+        (right_shift(&x) * &up).sum(None::<tch::Kind>).backward();
+        assert_eq!(host_f32(&x.grad()), vec![20.0, 0.0, 40.0, 0.0]);
         let c = host_f32(&concat_elu(&t(&[1.0]).view([1, 1, 1, 1])));
         assert!((c[0] - 1.0).abs() < 1e-7 && (c[1] as f64 - ((-1f64).exp() - 1.0)).abs() < 1e-6);
     }

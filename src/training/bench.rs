@@ -3,12 +3,14 @@
 //! bits/dim, random training images, 3 warm-up steps, the median of the rest), so the two
 //! can be compared as a ratio in one run. Also the speed of an evaluation-mode forward.
 
+use std::path::Path;
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind};
 
 use crate::config::{AdamSettings, ModelConfig};
+use crate::engine::profiler::{Event, Profiler};
 use crate::engine::random::seed_torch;
 use crate::engine::{Precision, sync};
 use crate::error::Result;
@@ -36,11 +38,14 @@ pub struct BenchReport {
     pub forward_img_per_s: f64,
     /// Peak resident memory of the process, MiB (Linux), when known.
     pub peak_rss_mib: Option<f64>,
+    /// What LibTorch's profiler recorded of the timed steps, with `profile`.
+    #[serde(skip)]
+    pub profile: Option<Vec<Event>>,
 }
 
 /// What to time, and where.
 #[derive(Debug, Clone, Copy)]
-pub struct BenchOptions {
+pub struct BenchOptions<'a> {
     pub batch: usize,
     /// Timed steps (after the warm-up).
     pub steps: usize,
@@ -49,13 +54,16 @@ pub struct BenchOptions {
     pub precision: Precision,
     /// Steps replayed from a CUDA graph (no split of a step into its parts then).
     pub cuda_graph: GraphMode,
+    /// Record the timed steps with LibTorch's profiler (which slows them), writing the
+    /// Chrome trace to this file.
+    pub profile: Option<&'a Path>,
 }
 
 /// Times `steps` training steps and `steps` forwards after the warm-up.
 pub fn bench(
     config: &ModelConfig,
     images: &ImageSet,
-    options: BenchOptions,
+    options: BenchOptions<'_>,
     mut log: impl FnMut(&str),
 ) -> Result<BenchReport> {
     let (batch, steps, seed, device) = (options.batch, options.steps, options.seed, options.device);
@@ -81,9 +89,13 @@ pub fn bench(
     };
     let mut step_s = Vec::with_capacity(steps);
     let mut parts: [Vec<f64>; 3] = Default::default();
+    let mut profiler = None;
     for step in 0..warmup + steps {
         let bytes = pick(&mut rng);
         sync(device);
+        if step == warmup && options.profile.is_some() {
+            profiler = Some(Profiler::start(device)?);
+        }
         let t0 = Instant::now();
         let x = images_to_tensor(&bytes, shape, device);
         let mut times = StepTimes::default();
@@ -114,10 +126,41 @@ pub fn bench(
             batch as f64 / dt
         ));
     }
-    let model = &learner.model;
+    sync(device);
+    let profile = match profiler {
+        Some(p) => Some(p.finish(options.profile)?),
+        None => None,
+    };
+    let forward_s = time_forwards(&learner.model, steps, device, shape, || pick(&mut rng));
+    let median_step_s = median(&step_s);
+    let median_forward_s = median(&forward_s);
+    Ok(BenchReport {
+        params,
+        batch,
+        median_step_s,
+        median_parts_s: [median(&parts[0]), median(&parts[1]), median(&parts[2])],
+        train_img_per_s: batch as f64 / median_step_s,
+        median_forward_s,
+        forward_img_per_s: batch as f64 / median_forward_s,
+        step_s,
+        peak_rss_mib: peak_rss_mib(),
+        profile,
+    })
+}
+
+/// Seconds of `steps` evaluation-mode forwards (no gradients) after the warm-up, each of
+/// the images (bytes) `pick` returns, of shape `shape` (their transfer to the device
+/// included).
+fn time_forwards(
+    model: &Hybrid,
+    steps: usize,
+    device: Device,
+    shape: [usize; 4],
+    mut pick: impl FnMut() -> Vec<u8>,
+) -> Vec<f64> {
     let mut forward_s = Vec::with_capacity(steps);
     for step in 0..WARMUP + steps {
-        let bytes = pick(&mut rng);
+        let bytes = pick();
         sync(device);
         let t0 = Instant::now();
         let x = images_to_tensor(&bytes, shape, device);
@@ -136,19 +179,7 @@ pub fn bench(
         }
         std::hint::black_box(nelbo);
     }
-    let median_step_s = median(&step_s);
-    let median_forward_s = median(&forward_s);
-    Ok(BenchReport {
-        params,
-        batch,
-        median_step_s,
-        median_parts_s: [median(&parts[0]), median(&parts[1]), median(&parts[2])],
-        train_img_per_s: batch as f64 / median_step_s,
-        median_forward_s,
-        forward_img_per_s: batch as f64 / median_forward_s,
-        step_s,
-        peak_rss_mib: peak_rss_mib(),
-    })
+    forward_s
 }
 
 fn median(v: &[f64]) -> f64 {

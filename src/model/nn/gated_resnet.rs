@@ -107,45 +107,82 @@ impl GatedResnet {
 /// On the CPU at PixelCNN++'s rate of 0.5 the mask is made of fair coins, 32 from each
 /// random draw: LibTorch's CPU Bernoulli fill is a serial loop that draws one number per
 /// element, and took about a third of a `small` training step on two threads (12 ms for
-/// a million elements, against 1.3 ms this way). On a GPU, LibTorch's fused kernel.
+/// a million elements, against 1.3 ms this way). The mask is applied, forward and
+/// backward, by one fused operation of the crate's C++ file (`engine::ffi::coin_dropout`),
+/// which keeps the random words alone for the backward pass. On a GPU, LibTorch's fused
+/// kernel.
 pub fn dropout(x: &Tensor, p: f64) -> Tensor {
     if p == 0.5 && x.device() == Device::Cpu {
-        x * (fair_coins(&x.size()) * 2)
+        let words = (x.numel() as i64 + COIN_BITS - 1) / COIN_BITS;
+        let draws = Tensor::randint_low(0, 1 << COIN_BITS, [words], (Kind::Int64, Device::Cpu));
+        crate::engine::ffi::coin_dropout(x, &draws).unwrap_or_else(|e| panic!("dropout: {e}"))
     } else {
         x.dropout(p, true)
     }
 }
 
-/// Independent fair 0/1 values (int64, on the CPU) of shape `shape`: bits 0 to 31 of
-/// uniform draws from `[0, 2^32)`.
-pub fn fair_coins(shape: &[i64]) -> Tensor {
-    let n: i64 = shape.iter().product();
-    let words = (n + COIN_BITS - 1) / COIN_BITS;
-    let draws = Tensor::randint_low(0, 1 << COIN_BITS, [words], (Kind::Int64, Device::Cpu));
-    coins_from_words(&draws, shape)
-}
-
-/// Bits per random word of [`fair_coins`].
+/// Bits per random word of [`dropout`]'s mask at rate 1/2.
 const COIN_BITS: i64 = 32;
-
-/// Bits 0 to 31 of each word of `words` (uniform in `[0, 2^32)`), in order, as the first
-/// `shape.product()` coins.
-fn coins_from_words(words: &Tensor, shape: &[i64]) -> Tensor {
-    let n: i64 = shape.iter().product();
-    let shifts = Tensor::arange(COIN_BITS, (Kind::Int64, words.device())).view([1, COIN_BITS]);
-    words
-        .view([-1, 1])
-        .bitwise_right_shift(&shifts) // [words, 32]
-        .bitwise_and(1)
-        .view([-1])
-        .narrow(0, 0, n)
-        .view(shape)
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ops::host_f32;
+    use crate::model::ops::{host_f32, to_channels_last};
+
+    /// Bits 0 to 31 of each word of `words` (uniform in `[0, 2^32)`), in order, as the
+    /// first `shape.product()` coins (int64): the mask of [`dropout`] at rate 1/2, in
+    /// tensor operations.
+    fn coins_from_words(words: &Tensor, shape: &[i64]) -> Tensor {
+        let n: i64 = shape.iter().product();
+        let shifts = Tensor::arange(COIN_BITS, (Kind::Int64, words.device())).view([1, COIN_BITS]);
+        words
+            .view([-1, 1])
+            .bitwise_right_shift(&shifts) // [words, 32]
+            .bitwise_and(1)
+            .view([-1])
+            .narrow(0, 0, n)
+            .view(shape)
+    }
+
+    /// The fused dropout equals `x * 2 * coins` with the coins of [`coins_from_words`],
+    /// values and gradients exactly, in NCHW, channels-last and a narrowed (not dense)
+    /// input, in float32 and float64, for sizes that are not multiples of 32.
+    #[test]
+    fn coin_dropout_is_the_mask_of_the_words() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for (shape, kind) in [([2, 3, 5, 7], Kind::Float), ([3, 8, 4, 9], Kind::Double)] {
+            let n: i64 = shape.iter().product();
+            let words: Vec<i64> = (0..(n + 31) / 32)
+                .map(|_| rng.random::<u32>() as i64)
+                .collect();
+            let words = Tensor::from_slice(&words);
+            let mask = coins_from_words(&words, &shape).to_kind(kind) * 2;
+            let base = Tensor::randn(
+                [shape[0], shape[1] + 2, shape[2], shape[3]],
+                (kind, Device::Cpu),
+            );
+            let inputs = [
+                base.narrow(1, 0, shape[1]).contiguous(),
+                to_channels_last(&base.narrow(1, 0, shape[1])),
+                base.narrow(1, 1, shape[1]),
+            ];
+            for x in inputs {
+                let x = x.detach().set_requires_grad(true);
+                let y = crate::engine::ffi::coin_dropout(&x, &words).unwrap();
+                assert_eq!(y.size(), shape);
+                let want = &x * &mask;
+                assert!(y.equal(&want), "values of {:?}", x.stride());
+                let up = Tensor::randn(shape, (kind, Device::Cpu));
+                let got = Tensor::run_backward(&[(&y * &up).sum(kind)], &[&x], false, false);
+                assert!(got[0].equal(&(&up * &mask)), "gradient of {:?}", x.stride());
+            }
+        }
+        let x = Tensor::ones([40], (Kind::Float, Device::Cpu));
+        let err =
+            crate::engine::ffi::coin_dropout(&x, &Tensor::zeros([1], (Kind::Int64, Device::Cpu)));
+        assert!(err.unwrap_err().to_string().contains("2 int64 words"));
+    }
 
     /// The coins are 0 or 1, each of the 32 bit positions of a draw is fair, and
     /// neighbours (bits of the same draw, and of consecutive draws) are uncorrelated:
@@ -182,14 +219,6 @@ mod tests {
             let agree = v.iter().zip(&v[lag..]).filter(|(a, b)| a == b).count();
             close(agree, n - lag, &format!("agreement at lag {lag}"));
         }
-        // LibTorch's draws, for a shape whose size is not a multiple of 32.
-        let drawn = fair_coins(&[1, 3, 5, 7]);
-        assert_eq!(drawn.size(), [1, 3, 5, 7]);
-        assert!(
-            host_f32(&drawn.to_kind(Kind::Float))
-                .iter()
-                .all(|&b| b == 0.0 || b == 1.0)
-        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tch::Tensor;
 use tch::nn::Path;
 
 use super::weight_norm::{WnConv2d, WnConvTranspose2d};
-use crate::model::ops::concat_elu_padded;
+use crate::model::ops::{concat_elu_padded, pad};
 
 /// Which causal shape a shifted convolution has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +134,8 @@ impl ShiftedDeconv2d {
             Shift::DownRight => 0,
         };
         let y = self.deconv.forward(x); // [B, out, (H - 1) s + kh, (W - 1) s + kw]
-        y.narrow(2, 0, h * stride).narrow(3, col0, w * stride) // [B, out, 2H, 2W]
+        let (yh, yw) = (y.size()[2], y.size()[3]);
+        // Rows 0..2H and columns col0..col0 + 2W, cropped by negative padding.
+        pad(&y, [-col0, col0 + w * stride - yw, 0, h * stride - yh]) // [B, out, 2H, 2W]
     }
 }
