@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 const CPP_SOURCES: &[&str] = &[
     "src/engine/ffi.cpp",
     "src/engine/fused.cpp",
+    "src/engine/mixture.cpp",
     "src/engine/profiler.cpp",
 ];
 

@@ -1,6 +1,6 @@
 //! Safe Rust over the crate's own C++ files, `ffi.cpp` (what `tch` does not bind:
 //! LibTorch's TF32 flags, the fused Adam kernel, CUDA graphs) and `fused.cpp` (the model's
-//! fused operations). `build.rs` compiles them against LibTorch's headers.
+//! fused operations, and the mixture's likelihood in `mixture.cpp`). `build.rs` compiles them against LibTorch's headers.
 //!
 //! Every C++ function returns null on success or an error message allocated in C++; no C++
 //! exception crosses into Rust. [`check`] turns that message into the crate's [`Error`] and
@@ -187,6 +187,37 @@ pub fn coin_dropout(x: &Tensor, words: &Tensor) -> Result<Tensor> {
     Ok(unsafe { Tensor::from_ptr(out) })
 }
 
+/// The constants of the mixture's likelihood (`model::dmol` defines and explains them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+pub struct MixtureConstants {
+    pub log_scale_min: f64,
+    pub half_bin: f64,
+    pub left_edge: f64,
+    pub right_edge: f64,
+    pub min_delta: f64,
+    pub delta_floor: f64,
+    pub log_half_levels: f64,
+    /// The gradient by tensor operations on the CPU too (as on a GPU), where a loop is
+    /// the default: for the tests of both.
+    pub tensor_operations: bool,
+}
+
+/// PixelCNN++'s discretised mixture of logistics, `log p(x)` of each pixel (`params`:
+/// `[B, P, H, W]` in the layout of `model::dmol`, `x`: `[B, C, H, W]` on the 256 levels of
+/// `[-1, 1]`, returns `[B, H, W]`): the tensor operations of `dmol::log_prob` forward, and
+/// its gradient in `params` written out by hand (`mixture.cpp`).
+pub fn mixture_log_prob(
+    params: &Tensor,
+    x: &Tensor,
+    constants: MixtureConstants,
+) -> Result<Tensor> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: as in `concat_elu_padded`.
+    check(unsafe { ibvae_mixture_log_prob(params.as_ptr(), x.as_ptr(), constants, &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
 // ---------------------------------------------------------------------------------------
 // CUDA graphs
 // ---------------------------------------------------------------------------------------
@@ -319,6 +350,12 @@ unsafe extern "C" {
         g: *const C_tensor,
         axis: i64,
         eps: f64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    fn ibvae_mixture_log_prob(
+        params: *const C_tensor,
+        x: *const C_tensor,
+        constants: MixtureConstants,
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
     fn ibvae_coin_dropout(

@@ -18,8 +18,9 @@
 //! (c1 in the G block, c2 in the B block).
 
 use rand::Rng;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
+use crate::engine::ffi::MixtureConstants;
 use crate::error::{Error, Result};
 
 /// Log-scales are clamped below at -7 (`s >= e^-7 ~ 0.0009`, a tenth of a level), as in
@@ -69,63 +70,33 @@ pub fn nr_mix_of(p: usize, channels: usize) -> Result<usize> {
 }
 
 /// `log p(x)` of each pixel under the mixture, in nats, computed in the kind of `params`
-/// (float32 in training, also under `--precision bf16`).
+/// (float32 in training, also under `--precision bf16`): one fused operation of the
+/// crate's C++ file (`engine::ffi::mixture_log_prob`), whose forward pass is the tensor
+/// operations of the tests' `log_prob_by_operations` (SPEC section 4) and whose gradient
+/// is written out by hand.
 ///
 /// # Shapes
 /// - `params`: `[B, P, H, W]` (layout in the module docs)
 /// - `x`: `[B, C, H, W]` in `[-1, 1]` on the 256 levels, `C` = 1 or 3
 /// - returns `[B, H, W]`
 pub fn log_prob(params: &Tensor, x: &Tensor) -> Tensor {
-    let s = params.size();
-    let (b, p, h, w) = (s[0], s[1], s[2], s[3]);
-    let channels = x.size()[1];
-    let k = nr_mix_of(p as usize, channels as usize).expect("parameter count checked by the caller")
-        as i64;
-    let x = x.to_kind(params.kind());
-    // nn.py's names: logit_probs [B, K, H, W]; means, log_scales, coeffs [B, C, K, H, W].
-    // `split` and `unbind` rather than `narrow` and `select`: their gradients are one
-    // `cat` or `stack`, where those of `narrow` and `select` fill a zero tensor of the
-    // whole input per piece and copy into it.
-    let groups = if channels == 3 { 3 } else { 2 };
-    let [logit_probs, rest] =
-        <[Tensor; 2]>::try_from(params.split_with_sizes([k, p - k], 1)).expect("two pieces");
-    let mut pieces = rest
-        .reshape([b, channels, groups, k, h, w])
-        .unbind(2)
-        .into_iter();
-    let mut next = || pieces.next().expect("one piece per group");
-    let (means, log_scales) = (next(), next().clamp_min(LOG_SCALE_MIN as f64));
-    let xk = x.unsqueeze(2); // [B, C, 1, H, W]
-    // The means of G and B are shifted by the observed earlier channels.
-    let means = if channels == 3 {
-        let (c, m, xc) = (next().tanh().unbind(1), means.unbind(1), xk.unbind(1));
-        let m_r = &m[0];
-        let m_g = &m[1] + &c[0] * &xc[0];
-        let m_b = &m[2] + &c[1] * &xc[0] + &c[2] * &xc[1];
-        Tensor::stack(&[m_r, &m_g, &m_b], 1) // [B, 3, K, H, W]
-    } else {
-        means
+    log_prob_with(params, x, false)
+}
+
+/// [`log_prob`], its gradient by tensor operations on the CPU too with `tensor_operations`.
+fn log_prob_with(params: &Tensor, x: &Tensor, tensor_operations: bool) -> Tensor {
+    let constants = MixtureConstants {
+        log_scale_min: LOG_SCALE_MIN as f64,
+        half_bin: HALF_BIN,
+        left_edge: LEFT_EDGE,
+        right_edge: RIGHT_EDGE,
+        min_delta: MIN_DELTA,
+        delta_floor: DELTA_FLOOR,
+        log_half_levels: LOG_HALF_LEVELS,
+        tensor_operations,
     };
-    let centered = &xk - means;
-    let inv_s = log_scales.neg().exp();
-    let plus_in = &inv_s * (&centered + HALF_BIN);
-    let min_in = &inv_s * (&centered - HALF_BIN);
-    let delta = plus_in.sigmoid() - min_in.sigmoid();
-    let mid_in = &inv_s * &centered;
-    // log CDF(x + 1/255) for the lowest level: log sigmoid(t) = t - softplus(t).
-    let log_left = plus_in.log_sigmoid();
-    // log(1 - CDF(x - 1/255)) for the highest level: log sigmoid(-t) = -softplus(t).
-    let log_right = min_in.softplus().neg();
-    let log_delta = delta.clamp_min(DELTA_FLOOR).log();
-    // log(density at the bin centre * bin width): the logistic log-density is
-    // t - log s - 2 softplus(t). (LibTorch's softplus is exact in float32: see ops.)
-    let log_mid = &mid_in - &log_scales - mid_in.softplus() * 2.0 - LOG_HALF_LEVELS;
-    let inner = log_delta.where_self(&delta.gt(MIN_DELTA), &log_mid);
-    let inner = log_right.where_self(&xk.gt(RIGHT_EDGE), &inner);
-    let lp = log_left.where_self(&xk.lt(LEFT_EDGE), &inner); // [B, C, K, H, W]
-    let log_pi = logit_probs.log_softmax(1, None::<Kind>); // [B, K, H, W]
-    let joint = log_pi + lp.sum_dim_intlist([1i64].as_slice(), false, None::<Kind>); // [B, K, H, W]
-    joint.logsumexp([1], false) // [B, H, W]
+    crate::engine::ffi::mixture_log_prob(params, x, constants)
+        .unwrap_or_else(|e| panic!("mixture of logistics: {e}"))
 }
 
 /// Clips to `[-1, 1]` and rounds to the nearest of the 256 levels; returns the byte.
@@ -195,6 +166,151 @@ pub fn sample_pixel(
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use tch::{Device, Kind};
+
+    /// The fused operation against [`log_prob_by_operations`] in float64: the values, and
+    /// the gradients in every parameter (LibTorch's autograd through the operations
+    /// against the hand-written gradient), for RGB and one channel, with pixels in each
+    /// of the four branches and raw log-scales under the clamp; the CPU's loop and the
+    /// tensor operations of a GPU. The same float64
+    /// arithmetic in another order: a few ulps of the largest value, except where
+    /// `softplus`'s gradient takes 1 for sigmoid above 20 (a relative 2e-9 at most).
+    #[test]
+    fn fused_log_prob_and_gradient_equal_the_operations() {
+        tch::manual_seed(5);
+        for (channels, k) in [(3i64, 3i64), (1, 4)] {
+            let per = if channels == 3 { 10 } else { 3 };
+            let (b, h, w) = (2, 4, 6);
+            let mut params = Tensor::randn([b, per * k, h, w], (Kind::Double, Device::Cpu));
+            // Raw log-scales from -9 to -1: clamped ones, and scales so small that pixels
+            // far from a mean fall below the bin-mass threshold.
+            let groups = if channels == 3 { 3 } else { 2 };
+            let ls = params
+                .narrow(1, k, per * k - k)
+                .view([b, channels, groups, k, h, w]);
+            let _ = ls.select(2, 1).uniform_(-9.0, -1.0);
+            params = params.detach();
+            let levels = Tensor::randint(256, [b, channels, h, w], (Kind::Double, Device::Cpu));
+            let x = levels / 127.5 - 1.0;
+            let _ = x.select(3, 0).fill_(-1.0); // the lowest level
+            let _ = x.select(3, 1).fill_(1.0); // the highest level
+            for tensor_operations in [false, true] {
+                let p1 = params.detach().set_requires_grad(true);
+                let p2 = params.detach().set_requires_grad(true);
+                let fused = log_prob_with(&p1, &x, tensor_operations);
+                let plain = log_prob_by_operations(&p2, &x);
+                let ulps = |t: &Tensor, n: f64| n * f64::EPSILON * t.abs().max().double_value(&[]);
+                let diff = (&fused - &plain).abs().max().double_value(&[]);
+                assert!(
+                    diff <= ulps(&plain, 16.0),
+                    "C={channels}: values differ by {diff}"
+                );
+                let up = Tensor::randn([b, h, w], (Kind::Double, Device::Cpu));
+                (&fused * &up).sum(Kind::Double).backward();
+                (&plain * &up).sum(Kind::Double).backward();
+                let (g1, g2) = (p1.grad(), p2.grad());
+                let gdiff = (&g1 - &g2).abs().max().double_value(&[]);
+                let tol = 2e-9 * g2.abs().max().double_value(&[]);
+                assert!(
+                    gdiff <= tol,
+                    "C={channels}: gradients differ by {gdiff} (tol {tol})"
+                );
+            }
+            // Every branch was taken: the edges by construction; the bin's mass and the
+            // density at the centre among the other pixels.
+            let mu = params
+                .narrow(1, k, per * k - k)
+                .view([b, channels, groups, k, h, w]);
+            let inv = mu.select(2, 1).clamp_min(-7.0).neg().exp();
+            let cen = x.unsqueeze(2) - mu.select(2, 0);
+            let delta = (&inv * (&cen + HALF_BIN)).sigmoid() - (&inv * (&cen - HALF_BIN)).sigmoid();
+            let inner = delta.narrow(4, 2, w - 2);
+            let in_bin = inner.gt(MIN_DELTA).sum(Kind::Int64).int64_value(&[]);
+            assert!(
+                in_bin > 0 && in_bin < inner.numel() as i64,
+                "{in_bin} in the bin branch"
+            );
+        }
+        let err = crate::engine::ffi::mixture_log_prob(
+            &Tensor::zeros([1, 7, 2, 2], (Kind::Float, Device::Cpu)),
+            &Tensor::zeros([1, 3, 2, 2], (Kind::Float, Device::Cpu)),
+            MixtureConstants {
+                log_scale_min: -7.0,
+                half_bin: HALF_BIN,
+                left_edge: LEFT_EDGE,
+                right_edge: RIGHT_EDGE,
+                min_delta: MIN_DELTA,
+                delta_floor: DELTA_FLOOR,
+                log_half_levels: LOG_HALF_LEVELS,
+                tensor_operations: false,
+            },
+        );
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("7 parameters per pixel")
+        );
+    }
+
+    /// [`log_prob`] in tensor operations one by one, LibTorch's autograd taking the
+    /// gradient: the yardstick of the fused operation.
+    ///
+    /// # Shapes
+    /// - `params`: `[B, P, H, W]` (layout in the module docs)
+    /// - `x`: `[B, C, H, W]` in `[-1, 1]` on the 256 levels, `C` = 1 or 3
+    /// - returns `[B, H, W]`
+    fn log_prob_by_operations(params: &Tensor, x: &Tensor) -> Tensor {
+        let s = params.size();
+        let (b, p, h, w) = (s[0], s[1], s[2], s[3]);
+        let channels = x.size()[1];
+        let k = nr_mix_of(p as usize, channels as usize)
+            .expect("parameter count checked by the caller") as i64;
+        let x = x.to_kind(params.kind());
+        // nn.py's names: logit_probs [B, K, H, W]; means, log_scales, coeffs [B, C, K, H, W].
+        // `split` and `unbind` rather than `narrow` and `select`: their gradients are one
+        // `cat` or `stack`, where those of `narrow` and `select` fill a zero tensor of the
+        // whole input per piece and copy into it.
+        let groups = if channels == 3 { 3 } else { 2 };
+        let [logit_probs, rest] =
+            <[Tensor; 2]>::try_from(params.split_with_sizes([k, p - k], 1)).expect("two pieces");
+        let mut pieces = rest
+            .reshape([b, channels, groups, k, h, w])
+            .unbind(2)
+            .into_iter();
+        let mut next = || pieces.next().expect("one piece per group");
+        let (means, log_scales) = (next(), next().clamp_min(LOG_SCALE_MIN as f64));
+        let xk = x.unsqueeze(2); // [B, C, 1, H, W]
+        // The means of G and B are shifted by the observed earlier channels.
+        let means = if channels == 3 {
+            let (c, m, xc) = (next().tanh().unbind(1), means.unbind(1), xk.unbind(1));
+            let m_r = &m[0];
+            let m_g = &m[1] + &c[0] * &xc[0];
+            let m_b = &m[2] + &c[1] * &xc[0] + &c[2] * &xc[1];
+            Tensor::stack(&[m_r, &m_g, &m_b], 1) // [B, 3, K, H, W]
+        } else {
+            means
+        };
+        let centered = &xk - means;
+        let inv_s = log_scales.neg().exp();
+        let plus_in = &inv_s * (&centered + HALF_BIN);
+        let min_in = &inv_s * (&centered - HALF_BIN);
+        let delta = plus_in.sigmoid() - min_in.sigmoid();
+        let mid_in = &inv_s * &centered;
+        // log CDF(x + 1/255) for the lowest level: log sigmoid(t) = t - softplus(t).
+        let log_left = plus_in.log_sigmoid();
+        // log(1 - CDF(x - 1/255)) for the highest level: log sigmoid(-t) = -softplus(t).
+        let log_right = min_in.softplus().neg();
+        let log_delta = delta.clamp_min(DELTA_FLOOR).log();
+        // log(density at the bin centre * bin width): the logistic log-density is
+        // t - log s - 2 softplus(t). (LibTorch's softplus is exact in float32: see ops.)
+        let log_mid = &mid_in - &log_scales - mid_in.softplus() * 2.0 - LOG_HALF_LEVELS;
+        let inner = log_delta.where_self(&delta.gt(MIN_DELTA), &log_mid);
+        let inner = log_right.where_self(&xk.gt(RIGHT_EDGE), &inner);
+        let lp = log_left.where_self(&xk.lt(LEFT_EDGE), &inner); // [B, C, K, H, W]
+        let log_pi = logit_probs.log_softmax(1, None::<Kind>); // [B, K, H, W]
+        let joint = log_pi + lp.sum_dim_intlist([1i64].as_slice(), false, None::<Kind>); // [B, K, H, W]
+        joint.logsumexp([1], false) // [B, H, W]
+    }
 
     /// The log-probability of one sub-pixel under one logistic component, in float64,
     /// written from SPEC section 4 without tensors. Returns the value and its branch.

@@ -152,24 +152,27 @@ fn areas(size: usize, from: usize, to: usize) -> Count {
 }
 
 /// Activations per pixel of [`crate::model::dmol::log_prob`] for the config's `C` image
-/// channels and `K = nr_mix` components: each elementwise step over `[C, K]` (28 of them: clamp, centring,
-/// `1/s`, the two CDF arguments, the sigmoids and their difference, the tails, the log,
-/// the density branch, the three selections and their masks), the RGB means' coupling,
-/// and the `[K]` log-softmax, sum, joint and log-sum-exp.
+/// channels and `K = nr_mix` components: what the fused operation keeps for its gradient,
+/// seven tensors over `[C, K]` (`1/s`, the two CDF arguments and the centre's, the two
+/// sigmoids and their difference), one more for its three boolean masks (a quarter of a
+/// float each), the RGB coefficients' `tanh`, and the `[K]` log-softmax and joint; and
+/// the forward pass's temporaries at its peak (the branches' values, their selections
+/// and sums), about ten more over `[C, K]`, alive on top of everything else.
 fn dmol_activations(model: &ModelConfig) -> Count {
     let k = n(model.nr_mix);
     let ck = n(model.image_channels) * k;
-    Count(28) * ck + when(model.image_channels == 3, Count(12) * k) + Count(3) * k + Count(1)
+    Count(18) * ck + when(model.image_channels == 3, ck) + Count(2) * k + Count(1)
 }
 
 /// Activations of one gated resnet per pixel, with `nf` filters and a short-cut input of
 /// `aux_ch` channels (0 for none): the two fused, padded `concat_elu`s (one tensor each,
 /// which the convolution after it reads), the outputs of the two shifted convolutions,
-/// the conditioning term, the dropout mask and its output (when `dropout`), the gate's
+/// the conditioning term, the dropout's output (when `dropout`; its backward pass keeps
+/// only the random words, a 64th of the mask), the gate's
 /// sigmoid and its fused output, and for a short-cut its `concat_elu` and 1x1
 /// convolution.
 fn gated_resnet_activations(nf: Count, aux_ch: Count, dropout: bool) -> Count {
-    Count(11) * nf + when(dropout, Count(4) * nf) + when(aux_ch.0 > 0, Count(2) * aux_ch + nf)
+    Count(11) * nf + when(dropout, Count(2) * nf) + when(aux_ch.0 > 0, Count(2) * aux_ch + nf)
 }
 
 /// An estimate of the float32 elements a training forward pass of one image keeps for
