@@ -13,8 +13,12 @@
 #   tuned   the reference as an expert runs it, paper only: `bench --tuned` (torch.compile,
 #           fused Adam, channels-last) with and without `--amp bf16`, compiling in its
 #           warm-up steps (minutes each);
+#   profile `paper` in bf16 with graphs off, 5 steps under LibTorch's profiler: the kernels
+#           by GPU time, the GPU's busy time against the wall time (the gaps between
+#           kernels), and the Chrome trace in $OUT/paper-bf16.trace.json;
 #   sample  bench-sample (cached against naive, 16 images) of paper and small.
-# SECTIONS [verify graph train tuned]: which to run, in that order. STEPS [20]: timed
+# SECTIONS [verify graph train tuned]: which to run, in that order (profile and sample too
+# when named). STEPS [20]: timed
 # steps of each bench. REF: the reference script [../shared/reference/hybrid_ref.py]; its
 # fixtures are taken from the `fixtures` folder beside it.
 set -uo pipefail
@@ -77,6 +81,11 @@ has() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
       python3 "$ref" bench --preset paper --bottleneck gd:0.15 --device cuda --tuned --amp $amp \
         --warmup 5 --steps "$steps" | tail -n 1
     done
+  fi
+  if has profile; then
+    echo "== ibvae bench --preset paper --precision bf16 --cuda-graph off --steps 5 --profile"
+    "$ibvae" bench --preset paper --bottleneck gd:0.15 --device cuda --precision bf16 \
+      --cuda-graph off --steps 5 --profile "$out/paper-bf16.trace.json" | sed -n '/^profile of/,$p'
   fi
   if has sample; then
     for preset in paper small; do
