@@ -91,6 +91,10 @@ fn compile_cpp(lib_dir: &Path, cuda: Option<&Path>) {
         // the same variable).
         .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi().as_str())
         .define("GLOG_USE_GLOG_EXPORT", None)
+        // No code here reads floating-point exception flags: without this GCC keeps the
+        // branches of the fused loops' selections (a comparison may trap) and does not
+        // vectorise them.
+        .flag_if_supported("-fno-trapping-math")
         // System include folders: the warnings of LibTorch's own headers are not ours.
         .flag(format!("-isystem{}", include.display()))
         .flag(format!(

@@ -247,28 +247,77 @@ mod tests {
                 } else {
                     base
                 };
-                let x1 = base.detach().set_requires_grad(true);
-                let x2 = base.detach().set_requires_grad(true);
-                let fused = concat_elu_padded(&x1, padding);
-                let plain = Tensor::cat(&[&x2, &x2.neg()], 1)
-                    .elu()
-                    .constant_pad_nd(padding);
-                assert_eq!(fused.size(), plain.size());
-                // The same operations on the same values; LibTorch's vectorised and scalar
-                // loops (chosen by the strides) may round e^x - 1 an ulp apart.
-                let diff = (&fused - &plain).abs().max().double_value(&[]);
-                let tol = 2.0 * f64::EPSILON * plain.abs().max().double_value(&[]);
-                assert!(diff <= tol, "{padding:?}: values differ by {diff}");
-                tch::manual_seed(weights_seed);
-                let w = Tensor::randn_like(&plain);
-                (&fused * &w).sum(None::<tch::Kind>).backward();
-                (&plain * &w).sum(None::<tch::Kind>).backward();
-                let g2 = x2.grad();
-                let gdiff = (x1.grad() - &g2).abs().max().double_value(&[]);
-                // ELU'(x) read from the output, (e^x - 1) + 1, against e^x: a few float64
-                // roundings of the largest gradient.
-                let tol = 4.0 * f64::EPSILON * g2.abs().max().double_value(&[]);
-                assert!(gdiff <= tol, "{padding:?}: gradients differ by {gdiff}");
+                // The upstream gradient in the output's layout (the CPU's loop) and in
+                // plain NCHW (for a channels-last output, the fallback's operations).
+                for upstream_nchw in [false, true] {
+                    let x1 = base.detach().set_requires_grad(true);
+                    let x2 = base.detach().set_requires_grad(true);
+                    let fused = concat_elu_padded(&x1, padding);
+                    let plain = Tensor::cat(&[&x2, &x2.neg()], 1)
+                        .elu()
+                        .constant_pad_nd(padding);
+                    assert_eq!(fused.size(), plain.size());
+                    // The same operations on the same values; LibTorch's vectorised and scalar
+                    // loops (chosen by the strides) may round e^x - 1 an ulp apart.
+                    let diff = (&fused - &plain).abs().max().double_value(&[]);
+                    let tol = 2.0 * f64::EPSILON * plain.abs().max().double_value(&[]);
+                    assert!(diff <= tol, "{padding:?}: values differ by {diff}");
+                    tch::manual_seed(weights_seed);
+                    let w = Tensor::randn(plain.size(), (plain.kind(), plain.device()));
+                    let w = if upstream_nchw {
+                        w
+                    } else {
+                        layout_like(&w, &fused)
+                    };
+                    (&fused * &w).sum(None::<tch::Kind>).backward();
+                    (&plain * &w).sum(None::<tch::Kind>).backward();
+                    let g2 = x2.grad();
+                    let gdiff = (x1.grad() - &g2).abs().max().double_value(&[]);
+                    // ELU'(x) read from the output, (e^x - 1) + 1, against e^x: a few float64
+                    // roundings of the largest gradient.
+                    let tol = 4.0 * f64::EPSILON * g2.abs().max().double_value(&[]);
+                    assert!(gdiff <= tol, "{padding:?}: gradients differ by {gdiff}");
+                }
+            }
+        }
+    }
+
+    /// In float32, the fused `concat_elu` computes its `e^x - 1` with its own polynomial:
+    /// each value is within 4 float32 ulps of ELU computed in float64, over magnitudes
+    /// from 1e-30 to 100, both sides of the polynomial's switch at -1/2 and of -87, and
+    /// zeros; the gradient's formula is the operations' (ELU' from the output).
+    #[test]
+    fn fused_concat_elu_in_float32_is_within_a_few_ulps() {
+        let mut values: Vec<f64> = vec![
+            0.0, -0.0, -0.5, -0.4999999, -0.5000001, -87.0, -87.5, -88.0, -104.0,
+        ];
+        let mut m = 1e-30;
+        while m < 100.0 {
+            for f in [1.0, 1.37, 2.9, 5.5] {
+                values.push(m * f);
+                values.push(-m * f);
+            }
+            m *= 3.0;
+        }
+        for i in 0..2000 {
+            values.push(-12.0 + 24.0 * i as f64 / 2000.0);
+        }
+        let n = values.len() as i64;
+        let x = Tensor::from_slice(&values)
+            .to_kind(tch::Kind::Float)
+            .view([1, 1, 1, n]);
+        let got = host_f32(&concat_elu_padded(&x, [0; 4]));
+        let x64: Vec<f64> = host_f32(&x).iter().map(|&v| v as f64).collect();
+        let elu = |v: f64| if v > 0.0 { v } else { v.exp_m1() };
+        for (i, &v) in x64.iter().enumerate() {
+            for (half, want) in [(0, elu(v)), (1, elu(-v))] {
+                let g = got[half * x64.len() + i] as f64;
+                let tol = 4.0 * f32::EPSILON as f64 * want.abs().max(f32::MIN_POSITIVE as f64);
+                assert!(
+                    (g - want).abs() <= tol,
+                    "elu of {} at {v}: {g} vs {want}",
+                    if half == 0 { "x" } else { "-x" }
+                );
             }
         }
     }
