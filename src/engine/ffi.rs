@@ -170,9 +170,30 @@ pub fn gated_residual(x: &Tensor, c: &Tensor) -> Result<Tensor> {
 /// differentiable in `v` and `g`, one operation forward and one backward (sums in
 /// float64; on the CPU in one pass over the weights).
 pub fn weight_norm(v: &Tensor, g: &Tensor, axis: i64, eps: f64) -> Result<Tensor> {
+    weight_norm_with(v, g, axis, eps, false)
+}
+
+/// [`weight_norm`]; with `tensor_operations` a CPU tensor takes the tensor operations a
+/// GPU's takes instead of the CPU's loop (for the tests of both).
+pub fn weight_norm_with(
+    v: &Tensor,
+    g: &Tensor,
+    axis: i64,
+    eps: f64,
+    tensor_operations: bool,
+) -> Result<Tensor> {
     let mut out: *mut C_tensor = std::ptr::null_mut();
     // SAFETY: as in `concat_elu_padded`.
-    check(unsafe { ibvae_weight_norm(v.as_ptr(), g.as_ptr(), axis, eps, &mut out) })?;
+    check(unsafe {
+        ibvae_weight_norm(
+            v.as_ptr(),
+            g.as_ptr(),
+            axis,
+            eps,
+            tensor_operations,
+            &mut out,
+        )
+    })?;
     Ok(unsafe { Tensor::from_ptr(out) })
 }
 
@@ -350,6 +371,7 @@ unsafe extern "C" {
         g: *const C_tensor,
         axis: i64,
         eps: f64,
+        tensor_operations: bool,
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
     fn ibvae_mixture_log_prob(

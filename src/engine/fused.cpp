@@ -327,7 +327,8 @@ struct WeightNorm : public torch::autograd::Function<WeightNorm> {
   }
 
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& v,
-                            const at::Tensor& g, int64_t axis, double eps) {
+                            const at::Tensor& g, int64_t axis, double eps,
+                            bool tensor_operations) {
     TORCH_CHECK(axis >= 0 && axis < v.dim() && g.dim() == 1 && g.size(0) == v.size(axis) &&
                     g.scalar_type() == v.scalar_type() && g.device() == v.device(),
                 "weight norm: gains of shape [", v.size(axis), "] for axis ", axis, " of ",
@@ -337,8 +338,9 @@ struct WeightNorm : public torch::autograd::Function<WeightNorm> {
     const auto [a, o, r] = box(vc, axis);
     ctx->saved_data["axis"] = axis;
     ctx->saved_data["eps"] = eps;
-    if (!vc.is_cpu()) {
-      // On a GPU, the same formula in a few tensor operations.
+    ctx->saved_data["loop"] = vc.is_cpu() && !tensor_operations;
+    if (!ctx->saved_data["loop"].toBool()) {
+      // On a GPU (or on request, for the tests), the same formula in tensor operations.
       const at::Tensor v3 = vc.view({a, o, r});
       const at::Tensor ss = v3.square().sum(at::IntArrayRef{0, 2}, false, at::kDouble);
       ctx->save_for_backward({vc, gc, ss});
@@ -377,7 +379,7 @@ struct WeightNorm : public torch::autograd::Function<WeightNorm> {
                                                  torch::autograd::variable_list grads) {
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) {
-      return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+      return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     }
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
     const at::Tensor& v = saved[0];
@@ -386,7 +388,7 @@ struct WeightNorm : public torch::autograd::Function<WeightNorm> {
     const double eps = ctx->saved_data["eps"].toDouble();
     const auto [a, o, r] = box(v, ctx->saved_data["axis"].toInt());
     const at::Tensor dw = grad.contiguous();
-    if (!v.is_cpu()) {
+    if (!ctx->saved_data["loop"].toBool()) {
       const at::Tensor v3 = v.view({a, o, r});
       const at::Tensor dw3 = dw.view({a, o, r});
       const at::Tensor s = (dw3 * v3).sum(at::IntArrayRef{0, 2}, false, at::kDouble);
@@ -396,7 +398,8 @@ struct WeightNorm : public torch::autograd::Function<WeightNorm> {
         return t.to(v.scalar_type()).view({1, o, 1});
       };
       const at::Tensor dv = (as_v(g.to(at::kDouble) / n) * (dw3 - as_v(along) * v3));
-      return {dv.view(v.sizes()), (s / n).to(g.scalar_type()), at::Tensor(), at::Tensor()};
+      return {dv.view(v.sizes()), (s / n).to(g.scalar_type()), at::Tensor(), at::Tensor(),
+              at::Tensor()};
     }
     at::Tensor dv = at::empty_like(v);
     at::Tensor dg = at::empty_like(g);
@@ -428,7 +431,7 @@ struct WeightNorm : public torch::autograd::Function<WeightNorm> {
         }
       });
     });
-    return {dv, dg, at::Tensor(), at::Tensor()};
+    return {dv, dg, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -562,12 +565,13 @@ extern "C" {
 
 // `g * v / ||v||` with one norm per index of axis `axis` of `v` (over all the other axes),
 // floored at `sqrt(eps)`, differentiable in `v` and `g`: a new tensor written to `out`.
+// With `tensor_operations`, a CPU tensor takes the GPU's way (for the tests of both).
 char* ibvae_weight_norm(const at::Tensor* v, const at::Tensor* g, int64_t axis, double eps,
-                        at::Tensor** out) {
+                        bool tensor_operations, at::Tensor** out) {
   return guarded([&] {
     TORCH_CHECK(v != nullptr && g != nullptr && out != nullptr,
                 "ibvae_weight_norm: missing tensor");
-    *out = new at::Tensor(WeightNorm::apply(*v, *g, axis, eps));
+    *out = new at::Tensor(WeightNorm::apply(*v, *g, axis, eps, tensor_operations));
   });
 }
 

@@ -163,7 +163,7 @@ mod tests {
     /// The fused operation against the operations one by one in float64 (values, and the
     /// gradients of `v` and `g`), for a convolution's axis 0 and a transposed one's axis
     /// 1, with one all-zero filter (the floor, where the norm's gradient is zero) and one
-    /// filter of magnitude 1e3. Float64 sums of a few dozen terms: a few ulps of the
+    /// filter of magnitude 1e3; the CPU's loop and the GPU's tensor operations. Float64 sums of a few dozen terms: a few ulps of the
     /// largest value.
     #[test]
     fn fused_weight_norm_equals_the_operations_one_by_one() {
@@ -174,31 +174,35 @@ mod tests {
             let _ = v.select(axis, 1).zero_();
             let _ = v.select(axis, 2).g_mul_scalar_(1e3);
             let g = Tensor::randn([o], (Kind::Double, Device::Cpu));
-            let (v1, g1) = (
-                v.detach().set_requires_grad(true),
-                g.detach().set_requires_grad(true),
-            );
-            let (v2, g2) = (
-                v.detach().set_requires_grad(true),
-                g.detach().set_requires_grad(true),
-            );
-            let fused = ffi::weight_norm(&v1, &g1, axis, NORM_FLOOR).unwrap();
-            let plain = by_operations(&v2, &g2, axis);
-            let ulps = |t: &Tensor| 8.0 * f64::EPSILON * t.abs().max().double_value(&[]);
-            let diff = (&fused - &plain).abs().max().double_value(&[]);
-            assert!(diff <= ulps(&plain), "axis {axis}: values differ by {diff}");
-            let up = Tensor::randn(shape, (Kind::Double, Device::Cpu));
-            (&fused * &up).sum(Kind::Double).backward();
-            (&plain * &up).sum(Kind::Double).backward();
-            for (name, a, b) in [("v", v1.grad(), v2.grad()), ("g", g1.grad(), g2.grad())] {
-                let gdiff = (&a - &b).abs().max().double_value(&[]);
-                assert!(
-                    gdiff <= ulps(&b),
-                    "axis {axis}: gradients of {name} differ by {gdiff}"
+            // The CPU's loop, and the tensor operations of a GPU.
+            for tensor_operations in [false, true] {
+                let (v1, g1) = (
+                    v.detach().set_requires_grad(true),
+                    g.detach().set_requires_grad(true),
                 );
+                let (v2, g2) = (
+                    v.detach().set_requires_grad(true),
+                    g.detach().set_requires_grad(true),
+                );
+                let fused =
+                    ffi::weight_norm_with(&v1, &g1, axis, NORM_FLOOR, tensor_operations).unwrap();
+                let plain = by_operations(&v2, &g2, axis);
+                let ulps = |t: &Tensor| 8.0 * f64::EPSILON * t.abs().max().double_value(&[]);
+                let diff = (&fused - &plain).abs().max().double_value(&[]);
+                assert!(diff <= ulps(&plain), "axis {axis}: values differ by {diff}");
+                let up = Tensor::randn(shape, (Kind::Double, Device::Cpu));
+                (&fused * &up).sum(Kind::Double).backward();
+                (&plain * &up).sum(Kind::Double).backward();
+                for (name, a, b) in [("v", v1.grad(), v2.grad()), ("g", g1.grad(), g2.grad())] {
+                    let gdiff = (&a - &b).abs().max().double_value(&[]);
+                    assert!(
+                        gdiff <= ulps(&b),
+                        "axis {axis}: gradients of {name} differ by {gdiff}"
+                    );
+                }
+                // The zero filter: zero weights, and a gradient of `v` scaled by g / sqrt(floor).
+                assert_eq!(fused.select(axis, 1).abs().max().double_value(&[]), 0.0);
             }
-            // The zero filter: zero weights, and a gradient of `v` scaled by g / sqrt(floor).
-            assert_eq!(fused.select(axis, 1).abs().max().double_value(&[]), 0.0);
         }
         // float32 (the model's kind) agrees with float64 to float32 rounding.
         let v = Tensor::randn([6, 8, 2, 3], (Kind::Double, Device::Cpu));
