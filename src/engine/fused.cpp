@@ -166,34 +166,45 @@ struct ConcatEluPadded : public torch::autograd::Function<ConcatEluPadded> {
     return y;
   }
 
+  // Calls `run(at, half, n, i)` for each run of `n` elements of the box `{left, top, h,
+  // w}` of a padded `[b, 2c, hp, wp]` map that are consecutive in memory: the positive
+  // half's run starts at offset `at`, the negative half's at `at + half`, and the same
+  // run of the unpadded `[b, c, h, w]` map (in the same layout) at offset `i`. NCHW runs
+  // along a row of one channel, channels-last along the channels of one pixel.
+  template <typename Run>
+  static void for_each_run(int64_t b, int64_t c, int64_t hp, int64_t wp,
+                           const std::vector<int64_t>& box, bool nhwc, const Run& run) {
+    const int64_t left = box[0], top = box[1], h = box[2], w = box[3];
+    if (!nhwc) {
+      at::parallel_for(0, b * c * h, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, w)),
+                       [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t image = r / (c * h), ch = (r / h) % c, row = r % h;
+          run(((image * 2 * c + ch) * hp + top + row) * wp + left, c * hp * wp, w, r * w);
+        }
+      });
+    } else {
+      at::parallel_for(0, b * h * w, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, c)),
+                       [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+          const int64_t image = p / (h * w), row = (p / w) % h, col = p % w;
+          run(((image * hp + top + row) * wp + left + col) * 2 * c, c, c, p * c);
+        }
+      });
+    }
+  }
+
   // ELU of `x` and of `-x` into the box `{left, top, h, w}` of the two halves of `y`, in
   // one pass over `x` (dense, in `y`'s layout).
   static void forward_loop(const at::Tensor& x, at::Tensor& y, const std::vector<int64_t>& box,
                            bool nhwc) {
-    const int64_t b = x.size(0), c = x.size(1), hp = y.size(2), wp = y.size(3);
-    const int64_t left = box[0], top = box[1], h = box[2], w = box[3];
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "concat_elu", [&] {
       const scalar_t* px = x.const_data_ptr<scalar_t>();
       scalar_t* py = y.mutable_data_ptr<scalar_t>();
-      if (!nhwc) {  // runs along a row of one channel
-        at::parallel_for(0, b * c * h, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, w)),
-                         [&](int64_t begin, int64_t end) {
-          for (int64_t r = begin; r < end; ++r) {
-            const int64_t image = r / (c * h), ch = (r / h) % c, row = r % h;
-            scalar_t* to = py + ((image * 2 * c + ch) * hp + top + row) * wp + left;
-            elu_pair(px + r * w, to, to + c * hp * wp, w);
-          }
-        });
-      } else {  // runs along the channels of one pixel
-        at::parallel_for(0, b * h * w, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, c)),
-                         [&](int64_t begin, int64_t end) {
-          for (int64_t p = begin; p < end; ++p) {
-            const int64_t image = p / (h * w), row = (p / w) % h, col = p % w;
-            scalar_t* to = py + ((image * hp + top + row) * wp + left + col) * 2 * c;
-            elu_pair(px + p * c, to, to + c, c);
-          }
-        });
-      }
+      for_each_run(x.size(0), x.size(1), y.size(2), y.size(3), box, nhwc,
+                   [&](int64_t at, int64_t half, int64_t n, int64_t i) {
+                     elu_pair(px + i, py + at, py + at + half, n);
+                   });
     });
   }
 
@@ -230,7 +241,7 @@ struct ConcatEluPadded : public torch::autograd::Function<ConcatEluPadded> {
   static at::Tensor backward_loop(const at::Tensor& grad, const at::Tensor& y,
                                   const std::vector<int64_t>& box) {
     const int64_t b = y.size(0), c = y.size(1) / 2, hp = y.size(2), wp = y.size(3);
-    const int64_t left = box[0], top = box[1], h = box[2], w = box[3];
+    const int64_t h = box[2], w = box[3];
     const bool nhwc = !y.is_contiguous();
     at::Tensor dx = at::empty({b, c, h, w}, y.options().memory_format(
                                                 nhwc ? at::MemoryFormat::ChannelsLast
@@ -239,29 +250,9 @@ struct ConcatEluPadded : public torch::autograd::Function<ConcatEluPadded> {
       const scalar_t* pg = grad.const_data_ptr<scalar_t>();
       const scalar_t* py = y.const_data_ptr<scalar_t>();
       scalar_t* pd = dx.mutable_data_ptr<scalar_t>();
-      // A run of `n` elements: positive half at `at`, negative half at `at + half`.
-      const auto run = [&](int64_t at, int64_t half, int64_t n, scalar_t* out) {
-        elu_pair_grad(pg + at, py + at, pg + at + half, py + at + half, out, n);
-      };
-      if (!nhwc) {  // runs along a row of one channel
-        at::parallel_for(0, b * c * h, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, w)),
-                         [&](int64_t begin, int64_t end) {
-          for (int64_t r = begin; r < end; ++r) {
-            const int64_t image = r / (c * h), ch = (r / h) % c, row = r % h;
-            const int64_t at = ((image * 2 * c + ch) * hp + top + row) * wp + left;
-            run(at, c * hp * wp, w, pd + r * w);
-          }
-        });
-      } else {  // runs along the channels of one pixel
-        at::parallel_for(0, b * h * w, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, c)),
-                         [&](int64_t begin, int64_t end) {
-          for (int64_t p = begin; p < end; ++p) {
-            const int64_t image = p / (h * w), row = (p / w) % h, col = p % w;
-            const int64_t at = ((image * hp + top + row) * wp + left + col) * 2 * c;
-            run(at, c, c, pd + p * c);
-          }
-        });
-      }
+      for_each_run(b, c, hp, wp, box, nhwc, [&](int64_t at, int64_t half, int64_t n, int64_t i) {
+        elu_pair_grad(pg + at, py + at, pg + at + half, py + at + half, pd + i, n);
+      });
     });
     return dx;
   }

@@ -266,18 +266,14 @@ impl Summary {
     /// per step over `steps` steps, then the busy times.
     pub fn table(&self, steps: usize, top: usize) -> String {
         let per = |ns: u64| ns as f64 / 1e6 / steps.max(1) as f64;
-        let cpu_self: u64 = self
-            .rows
-            .iter()
-            .filter(|r| r.place == Where::Cpu)
-            .map(|r| r.self_ns)
-            .sum();
-        let gpu_self: u64 = self
-            .rows
-            .iter()
-            .filter(|r| r.place == Where::Gpu)
-            .map(|r| r.self_ns)
-            .sum();
+        let self_on = |place: Where| -> u64 {
+            self.rows
+                .iter()
+                .filter(|r| r.place == place)
+                .map(|r| r.self_ns)
+                .sum()
+        };
+        let (cpu_self, gpu_self) = (self_on(Where::Cpu), self_on(Where::Gpu));
         let mut out = String::new();
         let _ = writeln!(
             out,

@@ -85,7 +85,13 @@ pub fn log_prob(params: &Tensor, x: &Tensor) -> Tensor {
 
 /// [`log_prob`], its gradient by tensor operations on the CPU too with `tensor_operations`.
 fn log_prob_with(params: &Tensor, x: &Tensor, tensor_operations: bool) -> Tensor {
-    let constants = MixtureConstants {
+    crate::engine::ffi::mixture_log_prob(params, x, constants(tensor_operations))
+        .unwrap_or_else(|e| panic!("mixture of logistics: {e}"))
+}
+
+/// The constants of this module, for the fused operation.
+fn constants(tensor_operations: bool) -> MixtureConstants {
+    MixtureConstants {
         log_scale_min: LOG_SCALE_MIN as f64,
         half_bin: HALF_BIN,
         left_edge: LEFT_EDGE,
@@ -94,9 +100,7 @@ fn log_prob_with(params: &Tensor, x: &Tensor, tensor_operations: bool) -> Tensor
         delta_floor: DELTA_FLOOR,
         log_half_levels: LOG_HALF_LEVELS,
         tensor_operations,
-    };
-    crate::engine::ffi::mixture_log_prob(params, x, constants)
-        .unwrap_or_else(|e| panic!("mixture of logistics: {e}"))
+    }
 }
 
 /// Clips to `[-1, 1]` and rounds to the nearest of the 256 levels; returns the byte.
@@ -234,16 +238,7 @@ mod tests {
         let err = crate::engine::ffi::mixture_log_prob(
             &Tensor::zeros([1, 7, 2, 2], (Kind::Float, Device::Cpu)),
             &Tensor::zeros([1, 3, 2, 2], (Kind::Float, Device::Cpu)),
-            MixtureConstants {
-                log_scale_min: -7.0,
-                half_bin: HALF_BIN,
-                left_edge: LEFT_EDGE,
-                right_edge: RIGHT_EDGE,
-                min_delta: MIN_DELTA,
-                delta_floor: DELTA_FLOOR,
-                log_half_levels: LOG_HALF_LEVELS,
-                tensor_operations: false,
-            },
+            constants(false),
         );
         assert!(
             err.unwrap_err()
