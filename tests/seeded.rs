@@ -19,6 +19,7 @@ use tch::{Device, Kind, Tensor};
 fn seeded_computations_agree() {
     the_captured_step_is_the_step();
     the_noise_does_not_depend_on_the_layout();
+    training_does_not_depend_on_the_layout();
 }
 
 /// What a CUDA graph captures, `device_step` (with Adam's step count in a tensor that it
@@ -101,5 +102,37 @@ fn the_noise_does_not_depend_on_the_layout() {
     for (a, b) in losses[0].iter().zip(&losses[1]) {
         // Each image's loss is a sum over 3,072 float32 terms: a few ulps of each.
         assert!((a - b).abs() <= 1e-5 * a.abs(), "{a} against {b}");
+    }
+}
+
+/// Three training steps of the model from one seed, in NCHW and in channels-last, move
+/// every weight alike. The layouts' gradients differ by float32 rounding (sums in another
+/// order), and Adam's update of a weight is at most about `lr` a step, so the weights
+/// stay within a small fraction of `lr` of each other on average over each tensor. A
+/// gradient applied to the wrong weights (walked in another memory order than the
+/// weight's) moves them apart by about `lr` each.
+fn training_does_not_depend_on_the_layout() {
+    let lr = 1e-3;
+    let mut learners = Vec::new();
+    for layout in [Layout::Nchw, Layout::ChannelsLast] {
+        seed_torch(4);
+        let mut model = Hybrid::new(&ModelConfig::tiny(), Device::Cpu).unwrap();
+        model.set_layout(layout);
+        learners.push(Learner::new(model, AdamSettings::default(), None));
+    }
+    let x = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    for learner in &mut learners {
+        for i in 0..3 {
+            seed_torch(200 + i);
+            learner.step(&x, lr, None).unwrap();
+        }
+    }
+    let (a, b) = (learners[0].model.params(), learners[1].model.params());
+    for ((name, p), (_, q)) in a.iter().zip(b) {
+        let mean_difference = (p - q).abs().mean(Kind::Double).double_value(&[]);
+        assert!(
+            mean_difference < 0.01 * lr,
+            "{name}: the layouts' weights differ by {mean_difference:e} on average"
+        );
     }
 }

@@ -35,6 +35,23 @@ pub fn gradients(params: &NamedParams, loss: &Tensor) -> Vec<Tensor> {
     Tensor::run_backward(&[loss], &params, false, false)
 }
 
+/// `grad` in the memory layout of `param`. LibTorch's fused Adam walks each parameter,
+/// its gradient and its moments in memory order, assuming one layout for all of them, as
+/// `.grad` keeps it. A gradient asked of autograd directly keeps the layout its
+/// computation gave it: a convolution's weight gradient comes out channels-last when the
+/// convolution's input is, while the weight is NCHW. Such a gradient is copied into its
+/// parameter's layout; any other is passed on as it is.
+fn laid_out_as(grad: &Tensor, param: &Tensor) -> Tensor {
+    if grad.stride() == param.stride() {
+        return grad.shallow_clone();
+    }
+    tch::no_grad(|| {
+        let mut g = param.empty_like();
+        g.copy_(grad);
+        g
+    })
+}
+
 /// Whether every parameter is finite.
 pub fn all_finite(params: &NamedParams) -> bool {
     tch::no_grad(|| {
@@ -114,7 +131,7 @@ impl Adam {
             }
             let (m_i, v_i) = self.moments_of(name, param);
             p.push(param.shallow_clone());
-            g.push(grad.shallow_clone());
+            g.push(laid_out_as(grad, param));
             m.push(m_i);
             v.push(v_i);
         }
@@ -378,6 +395,34 @@ mod tests {
             lr *= 0.7;
         }
         assert_eq!(a.t, 10);
+    }
+
+    /// A gradient in another memory layout than its parameter's (a channels-last
+    /// convolution weight's) updates each weight by its own entry: the same update, bit
+    /// for bit, as from the gradient's NCHW copy. Walked in memory order, the gradient's
+    /// entries would land on other weights.
+    #[test]
+    fn a_gradient_in_another_layout_updates_its_own_weights() {
+        let values = |scale: f64| {
+            (Tensor::arange(270, (Kind::Float, Device::Cpu)) * scale)
+                .sin()
+                .reshape([6, 5, 3, 3])
+        };
+        let make = || vec![("w".to_string(), values(1.0))];
+        let (a, b) = (make(), make());
+        let grad = values(0.37);
+        let grad_cl = crate::model::ops::to_channels_last(&grad);
+        assert_ne!(grad_cl.stride(), a[0].1.stride());
+        let (mut adam_a, mut adam_b) = (
+            Adam::new(AdamSettings::default()),
+            Adam::new(AdamSettings::default()),
+        );
+        for _ in 0..2 {
+            adam_a.step(&a, std::slice::from_ref(&grad), 1e-2);
+            adam_b.step(&b, std::slice::from_ref(&grad_cl), 1e-2);
+        }
+        assert!(a[0].1.equal(&b[0].1));
+        assert!(!a[0].1.equal(&make()[0].1), "the weights moved");
     }
 
     /// The average after two updates, by hand: `d^2 w0 + d (1 - d) w1 + (1 - d) w2`.
