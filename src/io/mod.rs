@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod fsutil;
 pub mod image;
+pub mod json_float;
 pub mod lock;
 pub mod reference;
 pub mod run_dir;

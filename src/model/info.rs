@@ -21,7 +21,12 @@ pub fn gd_sigma(rate: f64) -> f64 {
     (rate / (1.0 - rate)).sqrt()
 }
 
-/// Streaming sums for the bound of one dimension: `E[X]`, `E[X^2]` and `E[log X^2]`.
+/// The relative resolution of float32 (its unit roundoff, 2^-24): a float32 result of
+/// magnitude `r` cannot tell values within about `2^-24 r` of zero from zero.
+pub const F32_RESOLUTION: f64 = 1.0 / 16_777_216.0;
+
+/// Streaming sums for the bound of one dimension: `E[X]`, `E[X^2]` and `E[log X^2]`,
+/// the last over the non-zero values, with the exact zeros counted apart.
 /// Feeding the test set's values one batch at a time gives the same bound as one pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct BoundAccumulator {
@@ -29,6 +34,8 @@ pub struct BoundAccumulator {
     pub sum: f64,
     pub sum_sq: f64,
     pub sum_log_sq: f64,
+    /// Values that were exactly zero.
+    pub zeros: u64,
 }
 
 impl BoundAccumulator {
@@ -36,9 +43,11 @@ impl BoundAccumulator {
         self.count += 1;
         self.sum += x;
         self.sum_sq += x * x;
-        // X = 0 makes log X^2 = -inf and the bound +inf, which is the truth: an input
-        // that is exactly zero passes through dropout noise-free.
-        self.sum_log_sq += (x * x).ln();
+        if x == 0.0 {
+            self.zeros += 1;
+        } else {
+            self.sum_log_sq += (x * x).ln();
+        }
     }
 
     pub fn extend(&mut self, xs: impl IntoIterator<Item = f64>) {
@@ -52,6 +61,7 @@ impl BoundAccumulator {
         self.sum += other.sum;
         self.sum_sq += other.sum_sq;
         self.sum_log_sq += other.sum_log_sq;
+        self.zeros += other.zeros;
     }
 
     /// Mean and (population) variance of the values seen.
@@ -63,12 +73,25 @@ impl BoundAccumulator {
         (mean, var)
     }
 
-    /// Theorem 1's bound in nats for noise level `sigma` (`+inf` when `sigma = 0`).
+    /// Theorem 1's bound in nats for noise level `sigma` (`+inf` when `sigma = 0` and
+    /// `X` varies; 0 when `X` is constant, which carries no information).
+    ///
+    /// An exact zero would make `log X^2` minus infinity and the bound infinite. The
+    /// values come from float32 arithmetic, where a zero is the rounding of a value
+    /// below the resolution at the dimension's scale (with ten million values a
+    /// dimension, a few land there by chance). Each zero counts as `|X| = 2^-24 rms(X)`
+    /// instead, the smallest magnitude float32 resolves at that scale; `zeros` says how
+    /// many there were.
     pub fn gd_bound(&self, sigma: f64) -> f64 {
         let n = self.count as f64;
         let (mean, var) = self.mean_var();
+        if var == 0.0 {
+            return 0.0;
+        }
         let second_moment = var + mean * mean;
-        0.5 * ((second_moment + var / (sigma * sigma)).ln() - self.sum_log_sq / n)
+        let floor_sq = F32_RESOLUTION * F32_RESOLUTION * second_moment;
+        let sum_log_sq = self.sum_log_sq + self.zeros as f64 * floor_sq.ln();
+        0.5 * ((second_moment + var / (sigma * sigma)).ln() - sum_log_sq / n)
     }
 
     /// The additive Gaussian channel's bound `0.5 log(1 + V / sigma_n^2)`, nats.
@@ -375,6 +398,40 @@ mod tests {
         assert!((huge.additive_bound_nats - by_hand).abs() < 1e-12 * by_hand);
         let tiny = BoundReport::new(0.15, &values, 1e-300);
         assert!(tiny.additive_bound_nats >= 0.0 && tiny.additive_bound_nats < 1e-300);
+    }
+
+    /// An exact zero counts as `|X| = 2^-24 rms(X)`: X on {0, 1, 3}, sigma = 1, by hand
+    /// in float64. Mean 4/3, E[X^2] = 10/3, V = 14/9.
+    #[test]
+    fn an_exact_zero_counts_at_the_float32_resolution() {
+        let floor_sq = 2f64.powi(-48) * 10.0 / 3.0;
+        let mean_log_sq = (floor_sq.ln() + 0.0 + 9f64.ln()) / 3.0;
+        let by_hand = 0.5 * ((10.0f64 / 3.0 + 14.0 / 9.0).ln() - mean_log_sq);
+        let b = gd_bound(&[0.0, 1.0, 3.0], 1.0);
+        assert!(
+            b.is_finite() && (b - by_hand).abs() < 1e-12,
+            "{b} against {by_hand}"
+        );
+        // Counted, and merged like the other sums.
+        let mut a = BoundAccumulator::default();
+        a.extend([0.0, 1.0]);
+        let mut c = BoundAccumulator::default();
+        c.extend([3.0, 0.0]);
+        a.merge(&c);
+        assert_eq!(a.zeros, 2);
+        assert!((a.gd_bound(1.0) - gd_bound(&[0.0, 1.0, 3.0, 0.0], 1.0)).abs() < 1e-12);
+        // Rescaling X does not move the bound, zeros included (the floor scales too).
+        let scaled = gd_bound(&[0.0, 1e-20, 3e-20], 1.0);
+        assert!((scaled - by_hand).abs() < 1e-9, "{scaled}");
+    }
+
+    /// A constant input carries no information, zero or not, at any noise level.
+    #[test]
+    fn a_constant_input_has_a_zero_bound() {
+        assert_eq!(gd_bound(&[0.0; 4], 0.5), 0.0);
+        assert_eq!(gd_bound(&[0.0; 4], 0.0), 0.0);
+        assert!(gd_bound(&[2.5; 4], 0.5).abs() < 1e-15);
+        assert!(gd_bound(&[1.0, 2.0], 0.0).is_infinite());
     }
 
     #[test]

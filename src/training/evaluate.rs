@@ -25,11 +25,19 @@ pub struct GdBound {
     pub rate: f64,
     pub sigma: f64,
     /// Bound per dimension of `v`, bits (per pixel).
+    #[serde(with = "crate::io::json_float::vec")]
     pub per_dim_bits: Vec<f64>,
-    /// Summed over the dimensions: bits per pixel through the bottleneck.
+    /// Summed over the dimensions: bits per pixel through the bottleneck (infinite at
+    /// rate 0, which adds no noise).
+    #[serde(with = "crate::io::json_float")]
     pub total_bits_per_pixel: f64,
     /// The same per sub-pixel of the image (divided by the channels).
+    #[serde(with = "crate::io::json_float")]
     pub bits_per_dim: f64,
+    /// Values of `v` that were exactly zero, per dimension: each counts at float32's
+    /// resolution in the bound (`BoundAccumulator::gd_bound`).
+    #[serde(default)]
+    pub zeros: Vec<u64>,
 }
 
 /// The test figures of a model.
@@ -130,6 +138,7 @@ fn evaluate_inner(
             total_bits_per_pixel: total,
             bits_per_dim: total / images.channels as f64,
             per_dim_bits,
+            zeros: bound_acc.iter().map(|a| a.zeros).collect(),
         }
     });
     Some(EvalReport {
@@ -233,6 +242,12 @@ impl EvalReport {
             ));
             let dims: Vec<String> = b.per_dim_bits.iter().map(|v| format!("{v:.3}")).collect();
             out.push(format!("  per dimension    {} bits", dims.join(" ")));
+            let zeros: u64 = b.zeros.iter().sum();
+            if zeros > 0 {
+                out.push(format!(
+                    "  exact zeros in v  {zeros} (each counted at float32's resolution)"
+                ));
+            }
         }
         if let (Some(k), Some(iw)) = (self.nelbo_k_bpd, self.iw_nll_bpd) {
             out.push(format!(
@@ -284,6 +299,26 @@ mod tests {
         let bound = a.gd_bound.expect("gd runs report the bound");
         assert_eq!(bound.per_dim_bits.len(), 10);
         assert!(bound.total_bits_per_pixel.is_finite() && bound.total_bits_per_pixel > 0.0);
+        assert_eq!(bound.zeros.len(), 10);
+    }
+
+    /// A report with an infinite bound (rate 0) reads back from its JSON, so that a
+    /// sweep finds the run finished; `null`, as written before, reads as NaN.
+    #[test]
+    fn a_report_with_an_infinite_bound_reads_back() {
+        let config = ModelConfig::tiny().with_bottleneck("gd:0".parse().unwrap());
+        let model = Hybrid::new(&config, Device::Cpu).unwrap();
+        let r = evaluate(&model, &random_images(2), options(2, 0, 1));
+        let bound = r.gd_bound.as_ref().unwrap();
+        assert_eq!(bound.total_bits_per_pixel, f64::INFINITY);
+        let text = serde_json::to_string(&r).unwrap();
+        let back: EvalReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.terms.nelbo, r.terms.nelbo);
+        assert_eq!(back.gd_bound.unwrap().total_bits_per_pixel, f64::INFINITY);
+        let old = text.replace("\"inf\"", "null");
+        assert_ne!(old, text);
+        let back: EvalReport = serde_json::from_str(&old).unwrap();
+        assert!(back.gd_bound.unwrap().total_bits_per_pixel.is_nan());
     }
 
     #[test]
